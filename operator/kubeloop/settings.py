@@ -1,0 +1,92 @@
+"""Operator settings, parsed once at startup from the environment into a frozen object.
+
+Every knob the operator has is here, with its environment variable and default. Handlers
+receive the parsed object through kopf's memo; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the operator cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name}={raw!r}: expected an integer") from e
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from e
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    return tuple(x.strip() for x in raw.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    # The one image that trains (kubeloop-train) and serves (kubeloop-serve).
+    runtime_image: str = "kubeloop/runtime:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    # PersistentVolumeClaim holding model artifacts, in each namespace that trains or serves.
+    artifact_pvc: str = "kubeloop-artifacts"
+    # Where the operator itself can read the artifact store (for sha256 checks); "" = cannot.
+    artifact_root: str = ""
+    # Namespaces to watch; empty means cluster-wide.
+    namespaces: tuple[str, ...] = field(default_factory=tuple)
+    metrics_port: int = 8080
+    health_port: int = 8081
+    log_format: str = "json"  # "json" in the cluster, "plain" on a terminal
+    # How often timers look at running work (seconds).
+    poll_interval: float = 10.0
+    # kopf tuning (tests shorten these).
+    watch_timeout: int = 300
+    backoff: float = 5.0
+    # How the operator reads serving pods' signals for the closed loop.
+    signal_timeout: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        log_format = e.get("KUBELOOP_LOG_FORMAT", "json")
+        if log_format not in ("json", "plain"):
+            raise SettingsError(f"KUBELOOP_LOG_FORMAT={log_format!r}: expected json or plain")
+        pull = e.get("KUBELOOP_IMAGE_PULL_POLICY", "IfNotPresent")
+        if pull not in ("Always", "IfNotPresent", "Never"):
+            raise SettingsError(
+                f"KUBELOOP_IMAGE_PULL_POLICY={pull!r}: expected Always, IfNotPresent or Never"
+            )
+        return cls(
+            runtime_image=e.get("KUBELOOP_RUNTIME_IMAGE", cls.runtime_image),
+            image_pull_policy=pull,
+            artifact_pvc=e.get("KUBELOOP_ARTIFACT_PVC", cls.artifact_pvc),
+            artifact_root=e.get("KUBELOOP_ARTIFACT_ROOT", ""),
+            namespaces=_list(e, "KUBELOOP_NAMESPACES"),
+            metrics_port=_int(e, "KUBELOOP_METRICS_PORT", cls.metrics_port),
+            health_port=_int(e, "KUBELOOP_HEALTH_PORT", cls.health_port),
+            log_format=log_format,
+            poll_interval=_float(e, "KUBELOOP_POLL_INTERVAL", cls.poll_interval),
+            watch_timeout=_int(e, "KUBELOOP_WATCH_TIMEOUT", cls.watch_timeout, minimum=1),
+            backoff=_float(e, "KUBELOOP_BACKOFF", cls.backoff),
+            signal_timeout=_float(e, "KUBELOOP_SIGNAL_TIMEOUT", cls.signal_timeout),
+        )
