@@ -522,3 +522,35 @@ class InferenceServiceSpec(Model):
     # Micro-batching: wait at most this long to fill a batch (0 disables batching).
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 64
     max_batch_delay_ms: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+
+
+# ------------------------------------------------------------------- training result
+
+
+class TrainingResult(Model):
+    """What `kubeloop-train` prints and writes to the termination message (< 4 KiB).
+
+    The operator reads it from the pod status and builds the ModelVersion from it.
+    ``reason`` is CamelCase: Trained, QualityGateFailed, InvalidSpec, DataError,
+    TrainingError. Exit codes: 0 Trained, 2 InvalidSpec/DataError, 3 QualityGateFailed,
+    1 anything unexpected.
+    """
+
+    succeeded: bool
+    reason: Annotated[str, Field(max_length=64)]
+    message: Annotated[str, Field(max_length=1024)] = ""
+    task: Task | None = None
+    artifact: ArtifactRef | None = None
+    framework: FrameworkInfo | None = None
+    signature: Signature | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    parameters: dict[str, str] = Field(default_factory=dict)
+    dataset: DatasetInfo | None = None
+    gate: GateResult | None = None
+
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_INVALID = 2
+EXIT_GATE_FAILED = 3
+TERMINATION_MESSAGE_LIMIT = 4096
