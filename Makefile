@@ -1,0 +1,43 @@
+# Kubeloop: the commands a developer runs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: help deps build-control-plane cluster-up cluster-down lint test test-unit test-integration bench kind-up kind-down
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+deps: ## Install the Python and Debian packages the tests need
+	hack/install-deps.sh
+
+build-control-plane: ## Build kube-apiserver, etcd, controller-manager, scheduler, kubectl and kwok (cached)
+	hack/build-control-plane.sh >/dev/null
+
+cluster-up: ## Start the local control plane (prints the KUBECONFIG to use)
+	hack/cluster.sh up
+
+cluster-down: ## Stop the local control plane
+	hack/cluster.sh down
+
+lint: ## ruff, formatting, mypy --strict and the import-layer contracts
+	ruff check .
+	ruff format --check .
+	mypy
+	lint-imports
+
+test: deps build-control-plane lint ## Everything CI runs: deps, control plane, lint, types and the whole suite
+	hack/run-tests.sh $(PYTEST_ARGS)
+
+test-unit: ## Unit tests only (no cluster)
+	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: ## The benchmarks (training overhead, serving throughput vs KServe and MLServer)
+	$(PYTHON) bench/train_bench.py
+	$(PYTHON) bench/serve_bench.py
+
+kind-up: ## Create a kind cluster with Kubeloop, Prometheus and Grafana (needs Docker and kind)
+	hack/kind-up.sh
+
+kind-down: ## Delete the kind cluster
+	hack/kind-down.sh

@@ -1,0 +1,208 @@
+"""Test harness for the real local control plane: the cluster, the operator process, waits.
+
+Nothing here fakes the API server: ``Cluster`` drives hack/cluster.sh and talks to the real
+kube-apiserver; ``OperatorProcess`` runs the real ``kubeloop-operator`` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+
+T = TypeVar("T")
+
+
+def wait_for(
+    fn: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"
+) -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+        except AssertionError as e:  # let fn assert, and keep the last message
+            last_exc = e
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}") from last_exc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    repo: Path
+    kubeconfig: Path
+    bin_dir: Path
+
+    @classmethod
+    def up(cls, repo: Path) -> Cluster:
+        out = subprocess.run(
+            [str(repo / "hack" / "cluster.sh"), "up"],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"hack/cluster.sh up failed:\n{out.stderr}")
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in out.stdout.splitlines()
+            if line.startswith("export ")
+        )
+        kubeconfig = Path(exports["KUBECONFIG"])
+        bin_dir = Path(exports["PATH"].split(":", 1)[0])
+        return cls(repo=repo, kubeconfig=kubeconfig, bin_dir=bin_dir)
+
+    @property
+    def kubectl_path(self) -> Path:
+        return self.bin_dir / "kubectl"
+
+    def api_client(self, **overrides: Any) -> client.ApiClient:
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+        return client.ApiClient(cfg)
+
+    def impersonating(self, user: str, groups: Sequence[str] = ()) -> client.ApiClient:
+        """An ApiClient that acts as ``user`` (e.g. system:serviceaccount:ns:name)."""
+        c = self.api_client()
+        c.set_default_header("Impersonate-User", user)
+        for g in groups:
+            # The client sends one header per name; repeated groups are joined by the server.
+            c.set_default_header("Impersonate-Group", g)
+        return c
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(
+            [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
+        if check and out.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({out.returncode}):\n{out.stderr}{out.stdout}"
+            )
+        return out
+
+    def install_crds(self, crd_dir: Path) -> None:
+        if not (crd_dir / "kustomization.yaml").exists():
+            return  # the API issue adds them
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(crd_dir))
+        names = [
+            d["metadata"]["name"]
+            for f in sorted(crd_dir.glob("*.yaml"))
+            for d in yaml.safe_load_all(f.read_text())
+            if d and d.get("kind") == "CustomResourceDefinition"
+        ]
+        for n in names:
+            self.kubectl("wait", "--for=condition=Established", f"crd/{n}", "--timeout=60s")
+
+
+@dataclass
+class OperatorProcess:
+    """The real operator, as a subprocess, restricted to ``namespaces``."""
+
+    cluster: Cluster
+    workdir: Path
+    namespaces: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+    health_port: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "operator.log"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "KUBELOOP_NAMESPACES": ",".join(self.namespaces),
+            "KUBELOOP_METRICS_PORT": str(self.metrics_port),
+            "KUBELOOP_HEALTH_PORT": str(self.health_port),
+            "KUBELOOP_LOG_FORMAT": "plain",
+            "KUBELOOP_POLL_INTERVAL": "1",
+            "KUBELOOP_WATCH_TIMEOUT": "30",
+            "KUBELOOP_BACKOFF": "0.5",
+            "KUBELOOP_RUNTIME_IMAGE": "kubeloop/runtime:test",
+            **self.env,
+        }
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeloop"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(self._healthy, timeout=60, what=f"the operator to answer (log: {self.log_path})")
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the operator exited: {self.log_path.read_text()[-4000:]}")
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+            ) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a crash or an OOM kill would do."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            return str(r.read().decode())

@@ -1,0 +1,329 @@
+"""A process kubelet for tests: runs the real Kubeloop binaries behind kwok's pods.
+
+kwok simulates nodes and pod lifecycles but runs nothing. For Kubeloop's own pods this
+harness does what a kubelet would, with the real programs:
+
+- a **training pod** (label ``kubeloop.io/trainingjob``; kwok leaves it Running) runs the
+  real ``kubeloop-train`` with the container's command, args and env, then its exit code and
+  termination message are written into the pod status, as the kubelet reports them;
+- a **predictor pod** (label ``app.kubernetes.io/component=predictor``) runs the real
+  ``kubeloop-serve`` on the pod's IP (kwok hands out 127.1.0.0/16, a loopback range) and
+  port 8080, so the operator and the tests reach it at the pod IP as in a cluster.
+
+Volumes are mapped to local directories: the artifact PVC to ``artifact_root``, a ConfigMap
+volume to files written from the ConfigMap's data, a PVC volume to ``pvc_root/<claim>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+
+from kubeloop_runtime import api
+
+TRAIN_LABEL = api.LABEL_TRAININGJOB
+PREDICTOR_SELECTOR = f"{api.LABEL_COMPONENT}=predictor"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class ServerProcess:
+    pod: str
+    ip: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:8080"
+
+
+@dataclass
+class ProcessKubelet:
+    api_client: client.ApiClient
+    namespace: str
+    workdir: Path
+    artifact_root: Path
+    pvc_root: Path | None = None
+    serve: bool = True
+    train: bool = True
+    servers: dict[str, ServerProcess] = field(default_factory=dict)
+    trained: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.core = client.CoreV1Api(self.api_client)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        if self.pvc_root is None:
+            self.pvc_root = self.workdir / "pvcs"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> ProcessKubelet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        t = threading.Thread(target=self._run, name=f"kubelet-{self.namespace}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            servers = list(self.servers.values())
+            self.servers.clear()
+        for s in servers:
+            self._terminate(s.proc)
+        for t in self._threads:
+            t.join(timeout=10)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for pod in self._watch():
+                    if self._stop.is_set():
+                        return
+                    self._handle(pod)
+            except Exception as e:  # keep the harness alive; tests see self.errors
+                if not self._stop.is_set():
+                    self.errors.append(f"{type(e).__name__}: {e}")
+                    self._stop.wait(0.5)
+
+    def _watch(self) -> Iterator[dict[str, Any]]:
+        # A short-lived watch, re-listed each round: level-based, like a kubelet's sync loop.
+        w = watch.Watch()
+        for event in w.stream(
+            self.core.list_namespaced_pod,
+            self.namespace,
+            timeout_seconds=2,
+        ):
+            obj = event.get("raw_object")
+            if isinstance(obj, dict):
+                if event["type"] == "DELETED":
+                    self._forget(obj["metadata"]["name"])
+                else:
+                    yield obj
+        # After each window, reap servers whose pods are gone.
+        names = {p.metadata.name for p in self.core.list_namespaced_pod(self.namespace).items}
+        for gone in set(self.servers) - names:
+            self._forget(gone)
+
+    def _handle(self, pod: dict[str, Any]) -> None:
+        meta, status = pod["metadata"], pod.get("status") or {}
+        labels = meta.get("labels") or {}
+        if meta.get("deletionTimestamp"):
+            self._forget(meta["name"])
+            return
+        if status.get("phase") != "Running" or not status.get("podIP"):
+            return  # not started by kwok yet, or already finished
+        if TRAIN_LABEL in labels and self.train:
+            if meta["uid"] not in self.trained:
+                self.trained[meta["uid"]] = -1
+                threading.Thread(target=self._train, args=(pod,), daemon=True).start()
+        elif labels.get(api.LABEL_COMPONENT) == "predictor" and self.serve:
+            with self._lock:
+                if meta["name"] not in self.servers:
+                    self.servers[meta["name"]] = self._start_server(pod)
+
+    # ------------------------------------------------------------------ training pods
+
+    def _container_env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        env = {e["name"]: e.get("value", "") for e in container.get("env") or [] if "value" in e}
+        return env
+
+    def _volumes(self, pod: dict[str, Any], workdir: Path) -> dict[str, Path]:
+        """Materialise the pod's volumes locally: volume name -> local directory."""
+        out: dict[str, Path] = {}
+        for v in pod["spec"].get("volumes") or []:
+            name = v["name"]
+            if "persistentVolumeClaim" in v:
+                claim = v["persistentVolumeClaim"]["claimName"]
+                assert self.pvc_root is not None
+                out[name] = self.pvc_root / claim
+            elif "configMap" in v:
+                cm = self.core.read_namespaced_config_map(v["configMap"]["name"], self.namespace)
+                d = workdir / "volumes" / name
+                d.mkdir(parents=True, exist_ok=True)
+                items = v["configMap"].get("items")
+                data = cm.data or {}
+                pairs = [(i["key"], i["path"]) for i in items] if items else [(k, k) for k in data]
+                for key, rel in pairs:
+                    (d / rel).write_text(data[key])
+                out[name] = d
+            else:
+                d = workdir / "volumes" / name
+                d.mkdir(parents=True, exist_ok=True)
+                out[name] = d
+        return out
+
+    def _local_root(
+        self, container: dict[str, Any], vols: dict[str, Path], mount_path: str, workdir: Path
+    ) -> Path:
+        """A local directory that looks like ``mount_path`` inside the container."""
+        root = workdir / "fs" / mount_path.strip("/")
+        root.mkdir(parents=True, exist_ok=True)
+        for m in container.get("volumeMounts") or []:
+            mp = m["mountPath"].rstrip("/")
+            if mp == mount_path.rstrip("/"):
+                return vols[m["name"]]
+            if mp.startswith(mount_path.rstrip("/") + "/"):
+                link = root / mp[len(mount_path.rstrip("/")) + 1 :]
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not link.exists():
+                    link.symlink_to(vols[m["name"]])
+        return root
+
+    def _train(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        container = pod["spec"]["containers"][0]
+        workdir = self.workdir / "pods" / meta["name"]
+        workdir.mkdir(parents=True, exist_ok=True)
+        vols = self._volumes(pod, workdir)
+        env = self._container_env(pod, container)
+        artifact_mount = env.get("KUBELOOP_ARTIFACT_ROOT", api.ARTIFACT_MOUNT_PATH)
+        data_mount = env.get("KUBELOOP_DATA_ROOT", api.DATA_MOUNT_PATH)
+        # The artifact PVC maps to the shared artifact_root (the serving side reads it too).
+        artifact_volume = _mount_volume(container, artifact_mount)
+        if artifact_volume is not None:
+            vols[artifact_volume] = self.artifact_root
+        data_dir = self._local_root(container, vols, data_mount, workdir)
+        term = workdir / "termination-log"
+        term.write_text("")
+        cmd = [*(container.get("command") or []), *(container.get("args") or [])]
+        if not cmd or Path(cmd[0]).name != "kubeloop-train":
+            self.errors.append(f"pod {meta['name']}: unexpected training command {cmd!r}")
+            return
+        run_env = {
+            **os.environ,
+            **env,
+            "KUBELOOP_ARTIFACT_ROOT": str(self.artifact_root),
+            "KUBELOOP_DATA_ROOT": str(data_dir),
+        }
+        exe = shutil.which("kubeloop-train") or str(Path(sys.executable).parent / "kubeloop-train")
+        with (workdir / "train.log").open("wb") as log:
+            rc = subprocess.run(
+                [exe, *cmd[1:], "--termination-log", str(term)],
+                env=run_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=600,
+            ).returncode
+        self.trained[meta["uid"]] = rc
+        message = term.read_text()[: api.TERMINATION_MESSAGE_LIMIT]
+        finished = _now()
+        patch = {
+            "status": {
+                "phase": "Succeeded" if rc == 0 else "Failed",
+                "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "PodCompleted" if rc == 0 else "PodFailed", "lastTransitionTime": finished},
+                    {"type": "ContainersReady", "status": "False", "reason": "PodCompleted" if rc == 0 else "PodFailed", "lastTransitionTime": finished},
+                ],
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "image": container["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": rc,
+                                "reason": "Completed" if rc == 0 else "Error",
+                                "message": message,
+                                "startedAt": (pod.get("status") or {}).get("startTime") or finished,
+                                "finishedAt": finished,
+                            }
+                        },
+                    }
+                ],
+            }
+        }
+        self.core.patch_namespaced_pod_status(meta["name"], self.namespace, patch)
+
+    # ------------------------------------------------------------------ predictor pods
+
+    def _start_server(self, pod: dict[str, Any]) -> ServerProcess:
+        meta = pod["metadata"]
+        container = pod["spec"]["containers"][0]
+        workdir = self.workdir / "pods" / meta["name"]
+        workdir.mkdir(parents=True, exist_ok=True)
+        env = self._container_env(pod, container)
+        ip = pod["status"]["podIP"]
+        cmd = [*(container.get("command") or []), *(container.get("args") or [])]
+        exe = shutil.which("kubeloop-serve") or str(Path(sys.executable).parent / "kubeloop-serve")
+        run_env = {**os.environ, **env, "KUBELOOP_ARTIFACT_ROOT": str(self.artifact_root)}
+        log = workdir / "serve.log"
+        proc = subprocess.Popen(
+            [exe, *cmd[1:], "--host", ip, "--port", "8080"],
+            env=run_env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return ServerProcess(pod=meta["name"], ip=ip, proc=proc, log=log)
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            s = self.servers.pop(name, None)
+        if s is not None:
+            self._terminate(s.proc)
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    # ------------------------------------------------------------------ for tests
+
+    def server_for(self, pod_name: str) -> ServerProcess | None:
+        with self._lock:
+            return self.servers.get(pod_name)
+
+    def running_servers(self) -> list[ServerProcess]:
+        with self._lock:
+            return list(self.servers.values())
+
+
+def _mount_volume(container: dict[str, Any], mount_path: str) -> str | None:
+    for m in container.get("volumeMounts") or []:
+        if m["mountPath"].rstrip("/") == mount_path.rstrip("/"):
+            return str(m["name"])
+    return None
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str)
