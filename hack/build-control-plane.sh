@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Builds the local control plane from the published Go modules, once per version:
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes, hack/k8s)
 #   etcd                                                              (go.etcd.io/etcd/server/v3, hack/etcd)
@@ -8,7 +9,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=hack/versions.env
+# shellcheck source=versions.env
 . "${here}/versions.env"
 cache="${KUBELOOP_CACHE:-${HOME}/.cache/kubeloop}"
 export GOFLAGS="${GOFLAGS:--mod=mod}"
@@ -55,7 +56,7 @@ build_kwok() {
     log "Building kwok and kwokctl ${KWOK_VERSION} ..."
     local start=$SECONDS tmp="${out}.tmp.$$"
     mkdir -p "${tmp}"
-    GOBIN="${tmp}" GOFLAGS= go install -trimpath -ldflags "${ldflags}" \
+    GOBIN="${tmp}" GOFLAGS='' go install -trimpath -ldflags "${ldflags}" \
       "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}"
     rm -rf "${out}" && mv "${tmp}" "${out}"
     log "Built kwok in $((SECONDS - start))s"

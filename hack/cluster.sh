@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Kubeloop's local control plane: real kube-apiserver (RBAC + PodSecurity admission), etcd,
 # kube-controller-manager and kube-scheduler, with kwok simulating one node and its pods.
 #
@@ -12,7 +13,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/.." && pwd)"
-# shellcheck source=hack/versions.env
+# shellcheck source=versions.env
 . "${here}/versions.env"
 cache="${KUBELOOP_CACHE:-${HOME}/.cache/kubeloop}"
 cluster_dir="${KUBELOOP_CLUSTER_DIR:-${repo}/.cluster}"
@@ -57,8 +58,8 @@ up() {
       --kubeconfig "${kubeconfig}" \
       --wait 120s >&2
     # kwokctl also merges the context into ~/.kube/config; the fixed kubeconfig is the contract.
-    local i
-    for i in $(seq 1 60); do
+    local _
+    for _ in $(seq 1 60); do
       answers && break
       sleep 1
     done
@@ -68,7 +69,8 @@ up() {
   fi
   "${kubectl}" --kubeconfig "${kubeconfig}" wait --for=condition=Ready node/kwok-node-0 --timeout=60s >&2
   # The default ServiceAccount appears once the controller-manager runs.
-  for i in $(seq 1 60); do
+  local _
+  for _ in $(seq 1 60); do
     "${kubectl}" --kubeconfig "${kubeconfig}" -n default get serviceaccount default >/dev/null 2>&1 && break
     sleep 1
   done
@@ -85,6 +87,7 @@ down() {
 env_hint() {
   log ""
   log "Point kubectl at it with:"
+  # shellcheck disable=SC2016 # $PATH is for the reader's shell to expand
   printf 'export KUBECONFIG=%s\nexport PATH=%s:$PATH\n' "${kubeconfig}" "${k8s_dir}"
 }
 
