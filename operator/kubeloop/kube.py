@@ -82,16 +82,32 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Obj:
-        resp = self.api_client.call_api(
-            url,
-            method,
-            query_params=list((query or {}).items()),
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _return_http_data_only=True,
-        )
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        api_client: Any = self.api_client  # its call_api changed shape across releases
+        if hasattr(api_client, "param_serialize"):  # kubernetes >= 35 (new generator)
+            _, full_url, hdrs, payload, _ = api_client.param_serialize(
+                method,
+                url,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            resp = api_client.call_api(method, full_url, header_params=hdrs, body=payload)
+            resp.read()
+            if not 200 <= resp.status <= 299:
+                raise ApiException(http_resp=resp)
+        else:
+            resp = api_client.call_api(
+                url,
+                method,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
         data = resp.data
         return cast(Obj, json.loads(data)) if data else {}
 
@@ -163,7 +179,11 @@ class Kube:
         if subresource:
             url += f"/{subresource}"
         return self.request(
-            "PATCH", url, body=patch, query={"fieldManager": FIELD_MANAGER}, content_type=content_type
+            "PATCH",
+            url,
+            body=patch,
+            query={"fieldManager": FIELD_MANAGER},
+            content_type=content_type,
         )
 
     def patch_status(

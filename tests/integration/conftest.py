@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.integration.harness import Cluster, OperatorProcess, wait_for
+from tests.integration.harness import Cluster, OperatorProcess, operator_kubeconfig, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,6 +39,12 @@ def cluster() -> Cluster:
 
 
 @pytest.fixture(scope="session")
+def operator_credentials(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The operator ServiceAccount's kubeconfig, with exactly the RBAC of manifests/base."""
+    return operator_kubeconfig(cluster, tmp_path_factory.mktemp("operator") / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
 def api(cluster: Cluster) -> client.ApiClient:
     return cluster.api_client()
 
@@ -51,7 +57,9 @@ def kube(api: client.ApiClient) -> Any:
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(
+    cluster: Cluster, api: client.ApiClient, request: pytest.FixtureRequest
+) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(api)
     core.create_namespace(
@@ -92,13 +100,14 @@ def _sa_exists(core: client.CoreV1Api, ns: str) -> bool:
 
 @pytest.fixture
 def operator(
-    cluster: Cluster, namespace: str, tmp_path: Path
+    cluster: Cluster, namespace: str, tmp_path: Path, operator_credentials: Path
 ) -> Iterator[OperatorProcess]:
     # The operator sees the same artifact store as the test kubelet, so it verifies sha256s.
     op = OperatorProcess(
         cluster,
         namespaces=[namespace],
         workdir=tmp_path / "operator",
+        kubeconfig=operator_credentials,
         env={"KUBELOOP_ARTIFACT_ROOT": str(tmp_path / "artifacts")},
     )
     op.start()
@@ -107,11 +116,14 @@ def operator(
 
 
 @pytest.fixture
-def make_operator(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+def make_operator(
+    cluster: Cluster, tmp_path: Path, operator_credentials: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
     """Start operators with custom settings: ``make_operator(namespaces=[...], env={...})``."""
     started: list[OperatorProcess] = []
 
     def make(**kwargs: Any) -> OperatorProcess:
+        kwargs.setdefault("kubeconfig", operator_credentials)
         op = OperatorProcess(cluster, workdir=tmp_path / f"operator-{len(started)}", **kwargs)
         op.start()
         started.append(op)
@@ -120,7 +132,6 @@ def make_operator(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., Op
     yield make
     for op in started:
         op.stop()
-
 
 
 @pytest.fixture

@@ -123,12 +123,65 @@ class Cluster:
             self.kubectl("wait", "--for=condition=Established", f"crd/{n}", "--timeout=60s")
 
 
+OPERATOR_NAMESPACE = "kubeloop-system"
+OPERATOR_SERVICE_ACCOUNT = "kubeloop-operator"
+
+
+def operator_kubeconfig(cluster: Cluster, dest: Path) -> Path:
+    """A kubeconfig that authenticates as the operator's own ServiceAccount.
+
+    Installs exactly the RBAC of manifests/base (namespace, ServiceAccount, ClusterRole,
+    ClusterRoleBinding, built with kustomize) and mints a token for the ServiceAccount with
+    the TokenRequest API, so an operator started with this kubeconfig has the permissions the
+    install grants, no more.
+    """
+    rendered = cluster.kubectl("kustomize", str(cluster.repo / "manifests" / "base")).stdout
+    wanted = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") in wanted]
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
+    )
+    token = cluster.kubectl(
+        "create",
+        "token",
+        OPERATOR_SERVICE_ACCOUNT,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--duration=24h",
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    cl = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kubeloop", "cluster": cl["cluster"]}],
+        "users": [{"name": OPERATOR_SERVICE_ACCOUNT, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "operator",
+                "context": {"cluster": "kubeloop", "user": OPERATOR_SERVICE_ACCOUNT},
+            }
+        ],
+        "current-context": "operator",
+    }
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(cfg))
+    return dest
+
+
 @dataclass
 class OperatorProcess:
-    """The real operator, as a subprocess, restricted to ``namespaces``."""
+    """The real operator, as a subprocess, restricted to ``namespaces``.
+
+    It authenticates with ``kubeconfig``: the operator ServiceAccount's (see
+    ``operator_kubeconfig``) in the fixtures, so every integration test also proves that
+    the RBAC in manifests/base is sufficient.
+    """
 
     cluster: Cluster
     workdir: Path
+    kubeconfig: Path | None = None
     namespaces: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
@@ -145,7 +198,7 @@ class OperatorProcess:
         self.health_port = free_port()
         env = {
             **os.environ,
-            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "KUBECONFIG": str(self.kubeconfig or self.cluster.kubeconfig),
             "KUBELOOP_NAMESPACES": ",".join(self.namespaces),
             "KUBELOOP_METRICS_PORT": str(self.metrics_port),
             "KUBELOOP_HEALTH_PORT": str(self.health_port),

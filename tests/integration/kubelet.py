@@ -16,6 +16,7 @@ volume to files written from the ConfigMap's data, a PVC volume to ``pvc_root/<c
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -241,8 +242,18 @@ class ProcessKubelet:
             "status": {
                 "phase": "Succeeded" if rc == 0 else "Failed",
                 "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "PodCompleted" if rc == 0 else "PodFailed", "lastTransitionTime": finished},
-                    {"type": "ContainersReady", "status": "False", "reason": "PodCompleted" if rc == 0 else "PodFailed", "lastTransitionTime": finished},
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "PodCompleted" if rc == 0 else "PodFailed",
+                        "lastTransitionTime": finished,
+                    },
+                    {
+                        "type": "ContainersReady",
+                        "status": "False",
+                        "reason": "PodCompleted" if rc == 0 else "PodFailed",
+                        "lastTransitionTime": finished,
+                    },
                 ],
                 "containerStatuses": [
                     {
@@ -302,10 +313,8 @@ class ProcessKubelet:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     # ------------------------------------------------------------------ for tests
 

@@ -119,9 +119,7 @@ def test_service_account_without_permissions_is_forbidden(
 ) -> None:
     core = client.CoreV1Api(api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "nobody"}})
-    as_sa = client.CoreV1Api(
-        cluster.impersonating(f"system:serviceaccount:{namespace}:nobody")
-    )
+    as_sa = client.CoreV1Api(cluster.impersonating(f"system:serviceaccount:{namespace}:nobody"))
     with pytest.raises(client.ApiException) as exc:
         as_sa.list_namespaced_pod(namespace)
     assert exc.value.status == 403
