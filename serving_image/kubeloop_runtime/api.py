@@ -300,6 +300,9 @@ class TrainingJobSpec(Model):
     trigger: TriggerRef | None = None
     # Compare with the version serving this InferenceService (closed loop); optional.
     champion: ObjectName | None = None
+    # How to compare with the champion (the closed loop copies spec.retraining.championGate);
+    # unset: the task's default metric (accuracy / rmse) and no regression allowed.
+    champion_gate: ChampionGate | None = None
 
     @model_validator(mode="after")
     def _gate_metrics_fit_task(self) -> TrainingJobSpec:
@@ -320,15 +323,18 @@ class TrainingJobSpec(Model):
 # -------------------------------------------------------------------------- ModelVersion
 
 
+Sha256 = Annotated[str, Field(max_length=64, pattern=r"^[a-f0-9]{64}$")]
+
+
 class ArtifactRef(Model):
     uri: Annotated[str, Field(min_length=1, max_length=1024)]
-    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+    sha256: Sha256
     format: Literal["skops", "joblib"]
     size_bytes: Annotated[int, Field(ge=0)]
     onnx_uri: Annotated[str, Field(max_length=1024)] | None = None
-    onnx_sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = None
+    onnx_sha256: Sha256 | None = None
     reference_stats_uri: Annotated[str, Field(max_length=1024)] | None = None
-    reference_stats_sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = None
+    reference_stats_sha256: Sha256 | None = None
 
 
 VersionString = Annotated[str, Field(max_length=32)]
@@ -354,13 +360,27 @@ class OutputSpec(Model):
     classes: Annotated[list[Scalar], Field(max_length=256)] | None = None
 
 
+# All inputs' categories together; keeps the largest ModelVersion well under 256 KiB.
+MAX_SIGNATURE_CATEGORIES = 512
+
+
 class Signature(Model):
     inputs: Annotated[list[FeatureSpec], Field(min_length=1, max_length=256)]
     output: OutputSpec
 
+    @model_validator(mode="after")
+    def _bounded_categories(self) -> Signature:
+        total = sum(len(f.categories or ()) for f in self.inputs)
+        if total > MAX_SIGNATURE_CATEGORIES:
+            raise ValueError(
+                f"spec.signature.inputs: at most {MAX_SIGNATURE_CATEGORIES} categories in total"
+                f" over all inputs (got {total})"
+            )
+        return self
+
 
 class DatasetInfo(Model):
-    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+    sha256: Sha256
     rows: Annotated[int, Field(ge=0)]
     columns: Annotated[int, Field(ge=0)]
     source: Annotated[str, Field(max_length=2048)]
