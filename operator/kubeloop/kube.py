@@ -59,9 +59,9 @@ def path(api_version: str, kind: str, namespace: str | None, name: str | None = 
 def load_client_config() -> client.ApiClient:
     """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG)."""
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
 
 
