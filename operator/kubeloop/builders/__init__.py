@@ -1,0 +1,1 @@
+"""Pure builders: typed spec (+ owner, settings) -> child manifest dict. No I/O."""
