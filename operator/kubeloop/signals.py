@@ -114,11 +114,34 @@ def _feedback_metrics(fb: Any, version: Any) -> list[tuple[int, float | None, fl
         candidates.append(fb)
     out: list[tuple[int, float | None, float | None]] = []
     for m in candidates:
-        count = m.get("count")
-        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        count = _labelled_count(m)
+        if count <= 0:
             continue
-        out.append((count, _number(m.get("accuracy")), _number(m.get("rmse"))))
+        errors = m.get("errors")
+        rmse = _number(m.get("rmse"))
+        if rmse is None and isinstance(errors, Mapping):
+            rmse = _number(errors.get("rmse"))
+        out.append((count, _number(m.get("accuracy")), rmse))
     return out
+
+
+def _labelled_count(m: Mapping[str, Any]) -> int:
+    """Labelled predictions behind the rolling metrics: ``count``, or from ``counts``."""
+    for key in ("count", "window_count"):
+        count = m.get(key)
+        if isinstance(count, int) and not isinstance(count, bool):
+            return count
+    counts = m.get("counts")
+    if isinstance(counts, Mapping):
+        for key in ("labelled_predictions", "labelled", "window"):
+            v = counts.get(key)
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v
+        scored = [counts.get(k) for k in ("correct", "incorrect")]
+        if all(isinstance(v, int) for v in scored):
+            return sum(v for v in scored if isinstance(v, int))
+    # Metrics without a count still say something: weigh them as one observation.
+    return 1 if m.get("accuracy") is not None or m.get("errors") else 0
 
 
 @dataclass(frozen=True)

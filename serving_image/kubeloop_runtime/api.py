@@ -75,7 +75,7 @@ class Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class Task(str, enum.Enum):
+class Task(enum.StrEnum):
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
 
@@ -293,7 +293,9 @@ class TrainingJobSpec(Model):
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     resources: Resources | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
-    node_selector: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=16)] | None = None
+    node_selector: (
+        Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=16)] | None
+    ) = None
     tolerations: Annotated[list[Toleration], Field(max_length=16)] | None = None
     service_account_name: ObjectName | None = None
     # Set by the closed loop on TrainingJobs it starts; users leave it empty.
@@ -351,7 +353,9 @@ class FrameworkInfo(Model):
 class FeatureSpec(Model):
     name: ColumnName
     dtype: Literal["float64", "int64", "string", "bool"]
-    categories: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=256)] | None = None
+    categories: (
+        Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=256)] | None
+    ) = None
 
 
 class OutputSpec(Model):
@@ -405,9 +409,9 @@ class ModelVersionSpec(Model):
     framework: FrameworkInfo
     signature: Signature
     metrics: Annotated[dict[str, float], Field(max_length=32)] = Field(default_factory=dict)
-    parameters: Annotated[dict[str, Annotated[str, Field(max_length=256)]], Field(max_length=64)] = Field(
-        default_factory=dict
-    )
+    parameters: Annotated[
+        dict[str, Annotated[str, Field(max_length=256)]], Field(max_length=64)
+    ] = Field(default_factory=dict)
     dataset: DatasetInfo
     lineage: Lineage = Field(default_factory=Lineage)
     gate: GateResult = Field(default_factory=lambda: GateResult(passed=True))
@@ -430,9 +434,7 @@ class ModelRef(Model):
         by_name = self.model_version is not None
         by_alias = self.model is not None or self.alias is not None
         if by_name == by_alias or (by_alias and (self.model is None or self.alias is None)):
-            raise ValueError(
-                "spec.model: set either modelVersion, or both model and alias"
-            )
+            raise ValueError("spec.model: set either modelVersion, or both model and alias")
         return self
 
 

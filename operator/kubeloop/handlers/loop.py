@@ -1,0 +1,265 @@
+"""The closed loop, registered with kopf: drift/decay -> retrain -> gate -> canary -> promote.
+
+Thin: each tick reads the world (the InferenceService, its retraining TrainingJobs, the
+ModelVersions, the serving pods' signals over HTTP), asks the pure
+:func:`kubeloop.reconcile.loop.plan` what to do, and does it — create one TrainingJob, ask
+for an alias, write the loop's status fields and conditions, post Events.
+
+What runs a tick:
+
+- a daemon per InferenceService that has ``spec.retraining``, a ``spec.canary.analysis``
+  or a running loop canary: every ``settings.poll_interval`` seconds (an async daemon
+  that sleeps on the event loop and runs the blocking tick in a worker thread, so idle
+  loops hold no thread);
+- a change of the ``kubeloop.io/retrain`` annotation, at once.
+
+The tick writes status under the InferenceService controller's per-object lock (both
+write ``status.conditions``), and reads the pods' signals before taking it (HTTP is slow).
+After it changes the canary, it runs the InferenceService reconcile so the canary
+Deployment follows without waiting for that controller's resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from kubeloop import signals as sig
+from kubeloop.builders import predictor as b
+from kubeloop.conditions import set_conditions
+from kubeloop.kube import Kube
+from kubeloop.metrics import OperatorMetrics
+from kubeloop.reconcile import inferenceservice as r
+from kubeloop.reconcile import loop
+from kubeloop.registry import KeyedLocks
+from kubeloop.settings import Settings
+from kubeloop_runtime import api
+
+KIND = "InferenceService"
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+log = logging.getLogger(__name__)
+
+
+def wants_loop(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether an InferenceService needs the loop: a policy, an analysed canary, or a
+    canary the loop still runs."""
+    canary = spec.get("canary") or {}
+    return bool(
+        spec.get("retraining")
+        or canary.get("analysis")
+        or (status.get("loopCanary") or {}).get("modelVersion")
+    )
+
+
+def _when(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return wants_loop(spec, status)
+
+
+# ----------------------------------------------------------------------------- kopf
+
+
+@kopf.on.startup()
+def _setup_loop(memo: kopf.Memo, **_: Any) -> None:
+    # The InferenceService controller makes these too; whoever starts first wins.
+    if not hasattr(memo, "isvc_locks"):
+        memo.isvc_locks = KeyedLocks()
+
+
+@kopf.daemon(
+    api.GROUP,
+    api.VERSION,
+    api.INFERENCESERVICES,
+    id="closed-loop",
+    when=_when,
+    cancellation_timeout=10.0,
+)
+async def closed_loop(
+    stopped: kopf.DaemonStopped,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    logger: Logger,
+    **_: Any,
+) -> None:
+    if namespace is None:
+        return
+    settings: Settings = memo.settings
+    while not stopped:
+        try:
+            await asyncio.to_thread(tick, memo, namespace, name, logger)
+        except Exception:  # one bad tick must not end the loop; the next one retries
+            logger.exception("Closed-loop tick of %s/%s failed", namespace, name)
+        await stopped.wait(settings.poll_interval)
+
+
+@kopf.on.field(
+    api.GROUP,
+    api.VERSION,
+    api.INFERENCESERVICES,
+    id="retrain-annotation",
+    field=("metadata", "annotations", api.ANNOTATION_RETRAIN),
+)
+def retrain_annotation(
+    *, namespace: str | None, name: str, new: Any, memo: kopf.Memo, logger: Logger, **_: Any
+) -> None:
+    """``kubectl annotate isvc x kubeloop.io/retrain=now``: act on it without waiting."""
+    if namespace is None or not new:
+        return
+    tick(memo, namespace, name, logger)
+
+
+# ----------------------------------------------------------------------------- one tick
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | None:
+    """Read, decide, act — once. Idempotent; safe to run from several triggers at once."""
+    kube: Kube = memo.kube
+    settings: Settings = memo.settings
+    metrics: OperatorMetrics = memo.metrics
+    body = kube.get(api.API_VERSION, KIND, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    try:
+        spec = r.parse_spec(body.get("spec"))
+    except r.InvalidSpecError:
+        return None  # the InferenceService controller reports it
+    if not wants_loop(body.get("spec") or {}, body.get("status") or {}):
+        return None
+
+    # Signals first, without the lock: HTTP to pods can take up to the timeout.
+    pods = kube.list(
+        "v1",
+        "Pod",
+        namespace,
+        labels={api.LABEL_INFERENCESERVICE: name, api.LABEL_COMPONENT: b.COMPONENT},
+    )
+    signals = None
+    if spec.retraining is not None and spec.retraining.enabled:
+        signals = sig.read_signals(name, pods, settings.signal_timeout)
+    canary_stats = None
+    if r.desired_canary(spec, body.get("status")) is not None:
+        canary_stats = sig.read_canary(name, pods, settings.signal_timeout)
+
+    with memo.isvc_locks(namespace, name):
+        body = kube.get(api.API_VERSION, KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        spec = r.parse_spec(body.get("spec"))
+        plan = _plan(kube, body, spec, signals, canary_stats)
+        _act(kube, metrics, body, plan, logger)
+
+    canary_changed = "loopCanary" in plan.status or plan.alias_move is not None
+    if plan.spec_patch is not None:
+        kube.patch(api.API_VERSION, KIND, namespace, name, plan.spec_patch)
+        logger.info("Patched InferenceService %s/%s: %s", namespace, name, plan.spec_patch)
+    elif canary_changed:
+        from kubeloop.handlers import inferenceservice  # noqa: PLC0415 (registered module)
+
+        inferenceservice.reconcile(memo, namespace, name, logger)
+    return plan
+
+
+def _plan(
+    kube: Kube,
+    body: dict[str, Any],
+    spec: api.InferenceServiceSpec,
+    signals: loop.Signals | None,
+    canary_stats: loop.CanaryStats | None,
+) -> loop.Plan:
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    status: dict[str, Any] = body.get("status") or {}
+    runs = [
+        loop.retrain_from(name, tj)
+        for tj in kube.list(
+            api.API_VERSION, "TrainingJob", ns, labels={api.LABEL_INFERENCESERVICE: name}
+        )
+    ]
+    mvs = kube.list(api.API_VERSION, "ModelVersion", ns)
+    stable = r.resolve_stable(spec.model, mvs)
+    served = stable.served
+    obs = loop.Observed(
+        owner=loop.Owner(name=name, namespace=ns, uid=meta["uid"]),
+        created=loop.parse_time(meta.get("creationTimestamp")) or _now(),
+        spec=spec,
+        status=status,
+        annotation=(meta.get("annotations") or {}).get(api.ANNOTATION_RETRAIN),
+        runs=runs,
+        model_versions=mvs,
+        serving=served.name if served is not None else None,
+        model=served.spec.model if served is not None else spec.model.model,
+        task=served.spec.task if served is not None else None,
+        signals=signals,
+        canary_stats=canary_stats,
+    )
+    return loop.plan(obs, _now())
+
+
+def _act(
+    kube: Kube,
+    metrics: OperatorMetrics,
+    body: dict[str, Any],
+    plan: loop.Plan,
+    logger: Logger,
+) -> None:
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    for line in plan.log:
+        logger.debug("Closed loop of %s/%s: %s", ns, name, line)
+
+    if plan.create is not None:
+        tj_name = plan.create["metadata"]["name"]
+        created = kube.create(plan.create)
+        if created is not None:
+            logger.info("Created TrainingJob %s/%s", ns, tj_name)
+            metrics.retrains_total.labels(ns, name, plan.retrain_signal or "manual").inc()
+        else:
+            existing = kube.get(api.API_VERSION, "TrainingJob", ns, tj_name) or {}
+            labels = (existing.get("metadata") or {}).get("labels") or {}
+            if labels.get(api.LABEL_INFERENCESERVICE) != name:
+                raise kopf.TemporaryError(
+                    f"TrainingJob {tj_name} exists and is not a run of {name}; not retraining",
+                    delay=30,
+                )
+            logger.info("Adopted existing TrainingJob %s/%s", ns, tj_name)
+
+    if plan.alias_move is not None:
+        mv_name, alias = plan.alias_move
+        mv = kube.get(api.API_VERSION, "ModelVersion", ns, mv_name)
+        if mv is not None:
+            aliases = list((mv.get("spec") or {}).get("aliases") or [])
+            if alias not in aliases:
+                kube.patch(
+                    api.API_VERSION,
+                    "ModelVersion",
+                    ns,
+                    mv_name,
+                    {
+                        "metadata": {"resourceVersion": mv["metadata"]["resourceVersion"]},
+                        "spec": {"aliases": [*aliases, alias]},
+                    },
+                )
+                logger.info("Asked for alias %r on ModelVersion %s/%s", alias, ns, mv_name)
+
+    status = dict(plan.status)
+    old: dict[str, Any] = body.get("status") or {}
+    if plan.conditions:
+        status["conditions"] = set_conditions(
+            old.get("conditions"), plan.conditions, generation=meta.get("generation")
+        )
+    changed = {k: v for k, v in status.items() if old.get(k) != v}
+    if changed:
+        kube.patch_status(api.API_VERSION, KIND, ns, name, changed)
+    for ev in plan.events:
+        logger.info("%s: %s", ev.reason, ev.message)
+        kopf.event(cast(kopf.Body, body), type=ev.type, reason=ev.reason, message=ev.message)

@@ -1,0 +1,286 @@
+"""ModelVersion controller (the registry): verify each version, keep aliases unique.
+
+For each ModelVersion: parse the spec, keep the ``kubeloop.io/model`` and
+``kubeloop.io/version`` labels, verify the artifact files' sha256 when the operator can see
+the artifact store (``settings.artifact_root``), set ``Ready`` and ``ArtifactVerified``,
+export the version's metrics, then bring the aliases of its model to "one holder each"
+(:func:`kubeloop.registry.plan_aliases`): under a per-(namespace, model) lock, take an alias
+away from its old holder (spec, with a resourceVersion precondition, then status) before
+confirming it in the new holder's ``status.aliases``. See docs/registry.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, cast
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from kubeloop import registry
+from kubeloop.builders.modelversion import labels as mv_labels
+from kubeloop.conditions import Condition, get_condition
+from kubeloop.handlers._instrument import instrumented
+from kubeloop.kube import Kube
+from kubeloop.metrics import MODELVERSION, OperatorMetrics
+from kubeloop.reconcile import modelversion as rec
+from kubeloop.settings import Settings
+from kubeloop_runtime import api
+
+KIND = "ModelVersion"
+
+_model_locks = registry.KeyedLocks()
+# (namespace, name) -> label values of the kubeloop_model_version_info series we export.
+_info_series: dict[tuple[str, str], tuple[str, ...]] = {}
+_metric_series: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+
+
+def _as_body(obj: dict[str, Any]) -> kopf.Body:
+    """A kopf view of an object we read ourselves, for posting Events about it."""
+    return kopf.Body(cast(kopf.RawBody, obj))
+
+
+# ------------------------------------------------------------------------ verification
+
+
+def _check_files(artifact: api.ArtifactRef, root: str) -> list[rec.FileCheck]:
+    from kubeloop_runtime import artifacts  # noqa: PLC0415 (stdlib-only, lazily)
+
+    checks: list[rec.FileCheck] = []
+    for field, uri, expected in rec.files_to_check(artifact):
+        try:
+            path: Path = artifacts.resolve(uri, root)
+        except artifacts.ArtifactError as e:
+            checks.append(rec.FileCheck(field, uri, expected, None, error=str(e)))
+            continue
+        found = artifacts.sha256_file(path) if path.is_file() else None
+        checks.append(rec.FileCheck(field, uri, expected, found))
+    return checks
+
+
+def _previous(status: dict[str, Any], type_: str) -> Condition | None:
+    c = get_condition(status.get("conditions"), type_)
+    if c is None:
+        return None
+    return Condition(type_, c["status"], c.get("reason", ""), c.get("message", ""))
+
+
+def _artifact_condition(
+    spec: api.ModelVersionSpec, status: dict[str, Any], settings: Settings, recheck: bool
+) -> Condition:
+    if not settings.artifact_root:
+        return rec.artifact_condition(None)
+    if not recheck and rec.already_verified(status):
+        previous = _previous(status, rec.COND_ARTIFACT_VERIFIED)
+        if previous is not None:
+            return previous
+    return rec.artifact_condition(_check_files(spec.artifact, settings.artifact_root))
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _export(
+    metrics: OperatorMetrics,
+    *,
+    ns: str,
+    name: str,
+    spec: api.ModelVersionSpec,
+    ready: bool,
+    aliases: list[str],
+) -> None:
+    version = str(spec.version)
+    series: list[tuple[str, ...]] = [(ns, spec.model, version, k) for k in sorted(spec.metrics)]
+    for old in _metric_series.get((ns, name), []):
+        if old not in series:
+            metrics.model_version_metric.remove(*old)
+    for labels, key in zip(series, sorted(spec.metrics), strict=True):
+        metrics.model_version_metric.labels(*labels).set(spec.metrics[key])
+    _metric_series[(ns, name)] = series
+    info = (ns, spec.model, version, ",".join(sorted(aliases)), "true" if ready else "false")
+    old_info = _info_series.get((ns, name))
+    if old_info is not None and old_info != info:
+        metrics.model_version_info.remove(*old_info)
+    metrics.model_version_info.labels(*info).set(1)
+    _info_series[(ns, name)] = info
+
+
+def _unexport(metrics: OperatorMetrics, ns: str, name: str) -> None:
+    for old in _metric_series.pop((ns, name), []):
+        with contextlib.suppress(KeyError):
+            metrics.model_version_metric.remove(*old)
+    info = _info_series.pop((ns, name), None)
+    if info is not None:
+        with contextlib.suppress(KeyError):
+            metrics.model_version_info.remove(*info)
+
+
+# ----------------------------------------------------------------------------- aliases
+
+
+def move_aliases(kube: Kube, namespace: str, model: str, logger: Any) -> registry.AliasPlan:
+    """Apply the alias plan of one model: removals first, then confirmations.
+
+    Serialised per (namespace, model) in this process. A spec write guarded by a
+    resourceVersion that is stale (the user edited the object meanwhile) is a 409: the
+    handler is retried and plans again from what is there then.
+    """
+    with _model_locks(namespace, model):
+        versions = kube.list(api.API_VERSION, KIND, namespace, labels={api.LABEL_MODEL: model})
+        versions = [v for v in versions if registry.model_of(v) == model]
+        plan = registry.plan_aliases(versions, rec.is_ready)
+        for step in plan.steps:
+            if step.spec_aliases is not None:
+                patch: dict[str, Any] = {"spec": {"aliases": step.spec_aliases}}
+                if step.resource_version:
+                    patch["metadata"] = {"resourceVersion": step.resource_version}
+                try:
+                    kube.patch(api.API_VERSION, KIND, namespace, step.name, patch)
+                except ApiException as e:
+                    if e.status == 409:
+                        raise kopf.TemporaryError(
+                            f"ModelVersion {step.name} changed while moving its aliases;"
+                            " planning again",
+                            delay=0.5,
+                        ) from e
+                    if e.status == 404:
+                        continue  # deleted meanwhile; the next plan won't see it
+                    raise
+            if step.status_aliases is not None:
+                try:
+                    kube.patch_status(
+                        api.API_VERSION,
+                        KIND,
+                        namespace,
+                        step.name,
+                        {"aliases": step.status_aliases},
+                    )
+                except ApiException as e:
+                    if e.status == 404:
+                        continue
+                    raise
+                logger.info(
+                    "Set the confirmed aliases of ModelVersion %s/%s to [%s]",
+                    namespace,
+                    step.name,
+                    ", ".join(step.status_aliases),
+                )
+        return plan
+
+
+# ---------------------------------------------------------------------------- reconcile
+
+
+def _ensure_labels(kube: Kube, body: dict[str, Any], spec: api.ModelVersionSpec) -> None:
+    meta = body["metadata"]
+    lineage = spec.lineage.training_job
+    want = {
+        api.LABEL_MODEL: spec.model,
+        api.LABEL_VERSION: str(spec.version),
+    }
+    if lineage:
+        want[api.LABEL_TRAININGJOB] = lineage
+    have = meta.get("labels") or {}
+    missing = {k: v for k, v in want.items() if have.get(k) != v}
+    if not missing:
+        return
+    # Fill in kubeloop's other labels too when a user created the object by hand.
+    extra = {k: v for k, v in mv_labels(spec.model, spec.version, lineage).items() if k not in have}
+    kube.patch(
+        api.API_VERSION,
+        KIND,
+        meta["namespace"],
+        meta["name"],
+        {"metadata": {"labels": {**extra, **missing}}},
+    )
+
+
+def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = False) -> None:
+    kube: Kube = memo.kube
+    settings: Settings = memo.settings
+    metrics: OperatorMetrics = memo.metrics
+    meta = body["metadata"]
+    ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    old = dict(body.get("status") or {})
+    try:
+        spec: api.ModelVersionSpec | None = api.ModelVersionSpec.model_validate(
+            body.get("spec") or {}
+        )
+        invalid = None
+    except ValidationError as e:
+        spec = None
+        invalid = "; ".join(
+            f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )[:1024]
+
+    if spec is None:
+        conds = [rec.ready_condition(None, rec.artifact_condition(None), invalid)]
+        status = rec.desired_status(old=old, generation=generation, conditions=conds)
+        if any(old.get(k) != v for k, v in status.items()):
+            kube.patch_status(api.API_VERSION, KIND, ns, name, status)
+        raise kopf.PermanentError(f"invalid ModelVersion spec: {invalid}")
+
+    _ensure_labels(kube, body, spec)
+    artifact = _artifact_condition(spec, old, settings, recheck)
+    ready = rec.ready_condition(spec, artifact)
+    status = rec.desired_status(old=old, generation=generation, conditions=[artifact, ready])
+    was = _previous(old, api.COND_READY)
+    if any(old.get(k) != v for k, v in status.items()):
+        kube.patch_status(api.API_VERSION, KIND, ns, name, status)
+    if was is None or (was.status, was.reason) != (ready.status, ready.reason):
+        if ready.status == "True":
+            logger.info("ModelVersion is Ready (%s)", ready.reason)
+        else:
+            logger.warning("ModelVersion is not Ready (%s): %s", ready.reason, ready.message)
+            kopf.warn(_as_body(body), reason=ready.reason, message=ready.message)
+
+    plan = move_aliases(kube, ns, spec.model, logger)
+    current = kube.get(api.API_VERSION, KIND, ns, name)
+    if current is None:
+        return
+    confirmed = registry.confirmed_aliases(current)
+    aliases = rec.aliases_condition(
+        registry.requested_aliases(current), confirmed, ready.status == "True"
+    )
+    cur_status = current.get("status") or {}
+    after = rec.desired_status(
+        old=cur_status, generation=current["metadata"].get("generation"), conditions=[aliases]
+    )
+    if any(cur_status.get(k) != v for k, v in after.items()):
+        kube.patch_status(api.API_VERSION, KIND, ns, name, after)
+    for alias, names in plan.waiting.items():
+        if name in names:
+            logger.info("Alias %s waits for ModelVersion %s to be Ready", alias, name)
+    _export(metrics, ns=ns, name=name, spec=spec, ready=ready.status == "True", aliases=confirmed)
+
+
+# ---------------------------------------------------------------------------- handlers
+
+
+@kopf.on.resume(api.GROUP, api.VERSION, api.MODELVERSIONS)
+@instrumented(MODELVERSION)
+def resume_modelversion(
+    body: kopf.Body, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
+    """After a restart: check the artifact again (files may have changed meanwhile)."""
+    reconcile(dict(body), memo, logger, recheck=True)
+
+
+@kopf.on.create(api.GROUP, api.VERSION, api.MODELVERSIONS)
+@kopf.on.update(api.GROUP, api.VERSION, api.MODELVERSIONS)
+@instrumented(MODELVERSION)
+def reconcile_modelversion(
+    body: kopf.Body, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
+    reconcile(dict(body), memo, logger)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.MODELVERSIONS)
+def modelversion_event(body: kopf.Body, type: str, memo: Any, **_: Any) -> None:
+    """Drop the metrics of a deleted version (no finalizer: the registry never blocks)."""
+    if type == "DELETED":
+        meta = body.get("metadata", {})
+        _unexport(memo.metrics, meta.get("namespace", ""), meta.get("name", ""))

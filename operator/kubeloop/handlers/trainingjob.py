@@ -1,0 +1,375 @@
+"""TrainingJob controller: run one training Job, then register its model as a ModelVersion.
+
+Thin: parse the spec, read the world (the TrainingJob, its Job, the Job's pods and the
+ModelVersion it may already have registered), let :mod:`kubeloop.reconcile.trainingjob`
+decide, write. Level-based and idempotent: the Job has a deterministic name (a second
+create is a 409), and the ModelVersion is looked up by lineage before a version number is
+allocated, so a restart at any point creates neither twice.
+
+Triggers: create/update/resume of the TrainingJob, every change of a Job labelled with
+``kubeloop.io/trainingjob`` (the run's progress flows to the parent through its child),
+and a daemon on unfinished TrainingJobs every ``settings.poll_interval`` seconds as a safety
+net (kopf does not retry event handlers that fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from kubeloop import registry
+from kubeloop.builders.job import build_job, job_name, output_uri
+from kubeloop.builders.modelversion import (
+    IncompleteResultError,
+    build_model_version,
+    model_version_spec,
+)
+from kubeloop.conditions import Condition, set_conditions
+from kubeloop.handlers._instrument import instrumented, reconciling
+from kubeloop.kube import Kube
+from kubeloop.metrics import TRAININGJOB, OperatorMetrics
+from kubeloop.reconcile import trainingjob as rec
+from kubeloop.settings import Settings
+from kubeloop_runtime import api
+
+KIND = "TrainingJob"
+MAX_ALLOCATION_ATTEMPTS = 20
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+_locks = registry.KeyedLocks()
+
+
+def _ref(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def _as_body(obj: dict[str, Any]) -> kopf.Body:
+    """A kopf view of an object we read ourselves, for posting Events about it."""
+    return kopf.Body(cast(kopf.RawBody, obj))
+
+
+# ------------------------------------------------------------------------ registration
+
+
+def _full_result(
+    result: api.TrainingResult, settings: Settings, namespace: str, name: str, logger: Any
+) -> api.TrainingResult:
+    """The result from ``result.json`` in the store when the termination message had to
+    drop fields to fit in 4 KiB and the operator can see the store; else ``result``."""
+    if result.signature is not None or not settings.artifact_root:
+        return result
+    from kubeloop_runtime import artifacts  # noqa: PLC0415 (stdlib-only, lazily)
+
+    try:
+        directory = artifacts.resolve(output_uri(settings, namespace, name), settings.artifact_root)
+        full = api.TrainingResult.model_validate(
+            json.loads((directory / "result.json").read_text(encoding="utf-8"))
+        )
+    except (OSError, ValueError, ValidationError, artifacts.ArtifactError) as e:
+        logger.warning("Could not read the full result.json of %s: %s", name, e)
+        return result
+    return full
+
+
+def _register(
+    kube: Kube,
+    *,
+    tj: dict[str, Any],
+    spec: api.TrainingJobSpec,
+    result: api.TrainingResult,
+    image: str,
+    logger: Any,
+) -> dict[str, Any]:
+    """Create the run's ModelVersion ``<model>-v<N>``, or find the one it already made.
+
+    Allocation without a lock: list the model's versions, take max+1 and *create* under
+    the deterministic name; the API server refuses a second object of that name (409), and
+    then the holder is either ours (adopt it: a restart after a crash) or someone else's
+    (try the next number).
+    """
+    meta = tj["metadata"]
+    ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    floor = 1
+    for _ in range(MAX_ALLOCATION_ATTEMPTS):
+        existing = kube.list(
+            api.API_VERSION, "ModelVersion", ns, labels={api.LABEL_MODEL: spec.model}
+        )
+        mine = registry.find_registered(existing, name, uid)
+        if mine is not None:
+            return dict(mine)
+        version = max(registry.next_version(existing, spec.model), floor)
+        mv_spec = model_version_spec(
+            trainingjob=name, spec=spec, result=result, version=version, image=image
+        )
+        obj = build_model_version(ns, mv_spec, trainingjob_uid=uid)
+        created = kube.create(obj)
+        if created is not None:
+            mv_name = obj["metadata"]["name"]
+            logger.info("Created ModelVersion %s/%s", ns, mv_name)
+            kopf.info(
+                _as_body(tj),
+                reason="Registered",
+                message=f"Registered ModelVersion {mv_name} (version {version})",
+            )
+            return created
+        other = kube.get(api.API_VERSION, "ModelVersion", ns, obj["metadata"]["name"])
+        if other is not None and registry.registered_by(other, name, uid):
+            return other
+        floor = version + 1
+    raise kopf.TemporaryError(
+        f"could not allocate a version of model {spec.model} after"
+        f" {MAX_ALLOCATION_ATTEMPTS} attempts (too many concurrent registrations)",
+        delay=1,
+    )
+
+
+# --------------------------------------------------------------------------- reconcile
+
+
+def _invalid(kube: Kube, tj: dict[str, Any], error: ValidationError) -> None:
+    meta, old = tj["metadata"], tj.get("status") or {}
+    message = "; ".join(
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+    )[:1024]
+    conditions = set_conditions(
+        old.get("conditions"),
+        [Condition(api.COND_SUCCEEDED, "False", "InvalidSpec", message)],
+        generation=meta.get("generation"),
+    )
+    status = {
+        "conditions": conditions,
+        "phase": rec.phase_of(conditions),
+        "reason": "InvalidSpec",
+        "message": message,
+        "observedGeneration": meta.get("generation"),
+    }
+    if any(old.get(k) != v for k, v in status.items()):
+        kube.patch_status(api.API_VERSION, KIND, meta["namespace"], meta["name"], status)
+    raise kopf.PermanentError(f"invalid TrainingJob spec: {message}")
+
+
+def _owned_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or [])
+
+
+def reconcile(namespace: str, name: str, memo: Any, logger: Logger) -> None:
+    """Reconcile TrainingJob ``namespace/name`` (serialised per object in this process)."""
+    with _locks(namespace, name):
+        kube: Kube = memo.kube
+        tj = kube.get(api.API_VERSION, KIND, namespace, name)
+        if tj is None or tj["metadata"].get("deletionTimestamp"):
+            return
+        _reconcile(kube, memo.settings, memo.metrics, tj, logger)
+
+
+def _reconcile(
+    kube: Kube,
+    settings: Settings,
+    metrics: OperatorMetrics,
+    tj: dict[str, Any],
+    logger: Any,
+) -> None:
+    meta = tj["metadata"]
+    ns, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation")
+    old = tj.get("status") or {}
+    try:
+        spec = api.TrainingJobSpec.model_validate(tj.get("spec") or {})
+    except ValidationError as e:
+        _invalid(kube, tj, e)
+        return
+    if rec.is_finished(old) and old.get("observedGeneration") == generation:
+        return  # the run is over; its Job may be gone (TTL), never start another
+
+    jname = job_name(name)
+    registered = registry.find_registered(
+        kube.list(api.API_VERSION, "ModelVersion", ns, labels={api.LABEL_TRAININGJOB: name}),
+        name,
+        uid,
+    )
+    job = kube.get("batch/v1", "Job", ns, jname)
+    if job is not None and not _owned_by(job, uid):
+        raise kopf.TemporaryError(
+            f"Job {jname} exists but does not belong to this TrainingJob (uid {uid});"
+            " waiting for it to be deleted",
+            delay=max(settings.backoff, 1.0),
+        )
+    action = rec.next_action(old, job_exists=job is not None, registered=registered is not None)
+    if action is rec.Action.DONE:
+        return
+    if action is rec.Action.CREATE_JOB:
+        # The champion gate (closed loop): hand the champion ModelVersion to the trainer.
+        champion = (
+            kube.get(api.API_VERSION, "ModelVersion", ns, spec.champion) if spec.champion else None
+        )
+        created = kube.create(build_job(name, ns, uid, spec, settings, champion=champion))
+        if created is not None:
+            logger.info("Created Job %s/%s", ns, jname)
+            kopf.info(_as_body(tj), reason="JobCreated", message=f"Created Job {jname}")
+            job = created
+        else:
+            job = kube.get("batch/v1", "Job", ns, jname)
+        run = rec.observe(job, [])
+    elif action is rec.Action.OBSERVE:
+        assert job is not None
+        job_uid = job["metadata"]["uid"]
+        pods = [
+            p
+            for p in kube.list("v1", "Pod", ns, labels={api.LABEL_TRAININGJOB: name})
+            if _owned_by(p, job_uid)
+        ]
+        run = rec.observe(job, pods)
+        if run.result is not None and run.finished:
+            run = _with_full_result(run, settings, ns, name, logger)
+        if run.registrable and registered is None:
+            assert run.result is not None
+            image = job["spec"]["template"]["spec"]["containers"][0].get("image", "")
+            try:
+                registered = _register(
+                    kube, tj=tj, spec=spec, result=run.result, image=image, logger=logger
+                )
+            except (IncompleteResultError, ValidationError) as e:
+                run = rec.RunState(
+                    rec.Phase.FAILED,
+                    "InvalidResult",
+                    f"the training result cannot be registered: {e}"[:1024],
+                    run.start_time,
+                    run.completion_time,
+                    run.terminated,
+                    None,
+                )
+    elif action is rec.Action.FROM_REGISTRATION:
+        run = rec.state_from_registration(rec.registration_of(registered))
+    else:
+        run = rec.job_missing_state(jname)
+
+    status = rec.desired_status(
+        old=old,
+        generation=generation,
+        job_name=jname,
+        job_exists=job is not None or action is not rec.Action.CREATE_JOB,
+        run=run,
+        registration=rec.registration_of(registered),
+    )
+    if any(old.get(k) != v for k, v in status.items()):
+        kube.patch_status(api.API_VERSION, KIND, ns, name, status)
+    if rec.is_finished(status) and not rec.is_finished(old):
+        _finished(tj, spec, status, metrics, logger)
+
+
+def _with_full_result(
+    run: rec.RunState, settings: Settings, ns: str, name: str, logger: Any
+) -> rec.RunState:
+    assert run.result is not None
+    full = _full_result(run.result, settings, ns, name, logger)
+    if full is run.result:
+        return run
+    return rec.RunState(
+        run.phase,
+        run.reason,
+        run.message,
+        run.start_time,
+        run.completion_time,
+        run.terminated,
+        full,
+    )
+
+
+def _finished(
+    tj: dict[str, Any],
+    spec: api.TrainingJobSpec,
+    status: dict[str, Any],
+    metrics: OperatorMetrics,
+    logger: Any,
+) -> None:
+    ns = tj["metadata"]["namespace"]
+    outcome = rec.outcome_label(status)
+    metrics.training_runs_total.labels(ns, spec.model, outcome).inc()
+    seconds = rec.duration_seconds(status.get("startTime"), status.get("completionTime"))
+    if seconds is not None:
+        metrics.training_duration_seconds.labels(ns, spec.model).observe(seconds)
+    reason, message = str(status.get("reason", "")), str(status.get("message", ""))
+    if outcome == "succeeded":
+        logger.info("TrainingJob succeeded: %s", message)
+        kopf.info(_as_body(tj), reason=reason, message=message)
+    else:
+        logger.warning("TrainingJob failed (%s): %s", reason, message)
+        kopf.warn(_as_body(tj), reason=reason, message=message)
+
+
+# ---------------------------------------------------------------------------- handlers
+
+
+@kopf.on.resume(api.GROUP, api.VERSION, api.TRAININGJOBS)
+@kopf.on.create(api.GROUP, api.VERSION, api.TRAININGJOBS)
+@kopf.on.update(api.GROUP, api.VERSION, api.TRAININGJOBS)
+@instrumented(TRAININGJOB)
+def reconcile_trainingjob(
+    name: str, namespace: str | None, memo: Any, logger: Logger, **_: Any
+) -> None:
+    assert namespace is not None  # TrainingJobs are namespaced
+    reconcile(namespace, name, memo, logger)
+
+
+def _quietly(namespace: str, name: str, memo: Any, logger: Any) -> None:
+    """Reconcile from an event or the daemon: a permanent error is already in the status."""
+    with (
+        reconciling(getattr(memo, "metrics", None), TRAININGJOB),
+        contextlib.suppress(kopf.PermanentError),
+    ):
+        reconcile(namespace, name, memo, logger)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={api.LABEL_TRAININGJOB: kopf.PRESENT})
+def job_changed(body: kopf.Body, type: str, memo: Any, logger: Logger, **_: Any) -> None:
+    """A training Job changed: reconcile its TrainingJob (level-based, from scratch)."""
+    if type == "DELETED":
+        return
+    owner = (body.get("metadata", {}).get("labels") or {}).get(api.LABEL_TRAININGJOB)
+    namespace = body.get("metadata", {}).get("namespace")
+    if not owner or not namespace:
+        return
+    try:
+        _quietly(namespace, owner, memo, logger)
+    except kopf.TemporaryError as e:
+        logger.info("Will look again at TrainingJob %s: %s", _ref(namespace, owner), e)
+
+
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return not rec.is_finished(status)
+
+
+def _poll_once(namespace: str, name: str, memo: Any, logger: Logger) -> None:
+    try:
+        _quietly(namespace, name, memo, logger)
+    except kopf.TemporaryError as e:
+        logger.info("Will look again at TrainingJob %s: %s", _ref(namespace, name), e)
+    except Exception:  # a safety net must keep running; the next poll tries again
+        logger.exception("Could not reconcile TrainingJob %s", _ref(namespace, name))
+
+
+@kopf.daemon(api.GROUP, api.VERSION, api.TRAININGJOBS, when=_unfinished, cancellation_timeout=5.0)
+async def follow_trainingjob(
+    name: str,
+    namespace: str | None,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    logger: Logger,
+    **_: Any,
+) -> None:
+    """Safety net for unfinished runs: reconcile every ``settings.poll_interval`` seconds.
+
+    kopf starts it for each unfinished TrainingJob and stops it when the run is recorded
+    as finished (the ``when`` filter stops matching). The blocking reconcile runs in a
+    worker thread, never on kopf's event loop.
+    """
+    assert namespace is not None
+    interval: float = memo.settings.poll_interval
+    while not await stopped.wait(interval):
+        await asyncio.to_thread(_poll_once, namespace, name, memo, logger)
