@@ -149,3 +149,46 @@ def kubelet(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[A
     yield k
     k.stop()
     assert not k.errors, f"the test kubelet hit errors: {k.errors}"
+
+
+@pytest.fixture
+def artifacts_pvc(api: client.ApiClient, namespace: str) -> Iterator[str]:
+    """The artifact PVC training and predictor pods mount, bound to a PV made for it.
+
+    The local control plane has no volume provisioner, so the claim is pre-bound to a
+    hostPath PV (kwok never mounts it; the test kubelet maps the claim to a local directory).
+    Yields the claim's name, the operator's default ``kubeloop-artifacts``.
+    """
+    core = client.CoreV1Api(api)
+    pv = f"{namespace}-artifacts"
+    core.create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv, "labels": {"kubeloop.io/test": "true"}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany", "ReadOnlyMany"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": f"/tmp/{pv}"},
+                "claimRef": {"namespace": namespace, "name": "kubeloop-artifacts"},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "kubeloop-artifacts"},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    yield "kubeloop-artifacts"
+    core.delete_persistent_volume(pv)

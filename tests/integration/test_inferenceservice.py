@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from kubeloop.kube import Kube
 from kubeloop.reconcile import inferenceservice as r
@@ -32,42 +30,9 @@ TIMEOUT = 90
 
 
 @pytest.fixture
-def artifacts(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Path]:
-    """The artifact store: the PVC predictor pods mount, bound to a PV (no provisioner
-    here), and the local directory the operator verifies artifacts in (see conftest)."""
-    core = client.CoreV1Api(api)
-    pv = f"{namespace}-artifacts"
-    core.create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv, "labels": {"kubeloop.io/test": "true"}},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany", "ReadOnlyMany"],
-                "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": f"/tmp/{pv}"},
-                "claimRef": {"namespace": namespace, "name": "kubeloop-artifacts"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "kubeloop-artifacts"},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
-    yield tmp_path / "artifacts"
-    core.delete_persistent_volume(pv)
+def artifacts(artifacts_pvc: str, tmp_path: Path) -> Path:
+    """The local directory the operator verifies artifacts in (see conftest)."""
+    return tmp_path / "artifacts"
 
 
 def model_version(

@@ -18,7 +18,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,41 +41,8 @@ TIMEOUT = 120
 
 
 @pytest.fixture
-def artifacts(kube: Kube, namespace: str) -> Iterator[str]:
-    """The artifact PVC training and predictor pods mount, bound to a PV."""
-    core = client.CoreV1Api(kube.api_client)
-    pv = f"{namespace}-loop-artifacts"
-    core.create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv, "labels": {"kubeloop.io/test": "true"}},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany", "ReadOnlyMany"],
-                "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": f"/tmp/{pv}"},
-                "claimRef": {"namespace": namespace, "name": "kubeloop-artifacts"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "kubeloop-artifacts"},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
-    yield "kubeloop-artifacts"
-    core.delete_persistent_volume(pv)
+def artifacts(artifacts_pvc: str) -> str:
+    return artifacts_pvc
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ kube-controller-manager's Job controller and garbage collector do the rest.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,41 +26,8 @@ RESTRICTED_CONTAINER = {
 
 
 @pytest.fixture
-def artifacts(kube: Kube, namespace: str) -> Iterator[str]:
-    """The artifact PVC training pods mount, bound to a PV (no provisioner here)."""
-    core = client.CoreV1Api(kube.api_client)
-    pv = f"{namespace}-tj-artifacts"
-    core.create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv, "labels": {"kubeloop.io/test": "true"}},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": f"/tmp/{pv}"},
-                "claimRef": {"namespace": namespace, "name": "kubeloop-artifacts"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "kubeloop-artifacts"},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
-    yield "kubeloop-artifacts"
-    core.delete_persistent_volume(pv)
+def artifacts(artifacts_pvc: str) -> str:
+    return artifacts_pvc
 
 
 def training_job(namespace: str, name: str, model: str = "iris", **spec: Any) -> dict[str, Any]:
@@ -286,12 +252,8 @@ def test_quality_gate_failure_ends_with_its_reason(
     operator: OperatorProcess,
     kubelet: Any,
 ) -> None:
-    """A weak model misses its gate: Succeeded=False, QualityGateFailed, at the first try.
-
-    Today's trainer keeps no artifact for a model that missed its gate (docs/api.md: "a miss
-    registers no ModelVersion"), so nothing is registered; when a result does carry an
-    artifact, the operator registers it with gate.passed=false (unit-tested).
-    """
+    """A weak model misses its gate: Succeeded=False, QualityGateFailed, at the first try,
+    and it is registered with gate.passed=false and Ready=False: kept, never served."""
     ns = namespace
     create(
         kube,
@@ -311,8 +273,20 @@ def test_quality_gate_failure_ends_with_its_reason(
     assert st["phase"] == "Failed"
     assert st["gate"]["passed"] is False
     assert st["metrics"]["accuracy"] < 0.999
-    assert condition(done, "Registered")["status"] == "False"
-    assert versions_of(kube, ns, "iris") == []
+    assert condition(done, "Registered")["status"] == "True"
+    assert st["modelVersion"] == "iris-v1"
+    assert "never served" in c["message"]
+    (mv,) = versions_of(kube, ns, "iris")
+    assert mv["spec"]["gate"]["passed"] is False
+    assert mv["spec"]["lineage"]["trainingJob"] == "weak"
+
+    def refused() -> dict[str, Any] | None:
+        ready = condition(kube.get(api.API_VERSION, "ModelVersion", ns, "iris-v1") or {}, "Ready")
+        return ready if ready.get("reason") == "QualityGateFailed" else None
+
+    assert wait_for(refused, timeout=60, what="iris-v1 Ready=False QualityGateFailed")[
+        "status"
+    ] == "False"
     # Exit code 3 fails the Job at once (podFailurePolicy): one pod, no retries.
     assert len(kube.list("v1", "Pod", ns, labels={api.LABEL_TRAININGJOB: "weak"})) == 1
     runs = metric(

@@ -1,0 +1,145 @@
+"""``kubeloop-train``: train one model from a TrainingJob spec.
+
+stdout carries exactly one line, the :class:`~kubeloop_runtime.api.TrainingResult` JSON;
+logs go to stderr. The same document goes to ``<output>/result.json`` and, bounded to
+4 KiB, to the termination message file that the operator reads from the pod status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubeloop_runtime import api
+from kubeloop_runtime.artifacts import ArtifactError
+from kubeloop_runtime.train.champion import ENV_CHAMPION, parse_champion
+from kubeloop_runtime.train.errors import InvalidSpecError, TrainError
+from kubeloop_runtime.train.result import (
+    failure,
+    termination_message,
+    to_json,
+    write_termination_log,
+)
+from kubeloop_runtime.train.spec import parse_spec
+
+log = logging.getLogger("kubeloop_runtime.train")
+
+ENV_SPEC = "KUBELOOP_TRAINING_SPEC"
+ENV_OUTPUT = "KUBELOOP_OUTPUT"
+ENV_ARTIFACT_ROOT = "KUBELOOP_ARTIFACT_ROOT"
+ENV_DATA_ROOT = "KUBELOOP_DATA_ROOT"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kubeloop-train",
+        description="Train a scikit-learn model from a Kubeloop TrainingJob spec.",
+    )
+    p.add_argument(
+        "--spec",
+        help="TrainingJob manifest or bare spec, YAML or JSON; '-' reads stdin"
+        f" (default: the {ENV_SPEC} environment variable)",
+    )
+    p.add_argument(
+        "--output",
+        default=os.environ.get(ENV_OUTPUT),
+        help="directory, file:///abs/dir or pvc://<claim>/<path> to write the artifacts to"
+        f" (default: ${ENV_OUTPUT})",
+    )
+    p.add_argument(
+        "--artifact-root",
+        type=Path,
+        default=Path(os.environ.get(ENV_ARTIFACT_ROOT, api.ARTIFACT_MOUNT_PATH)),
+        help=f"where the artifact PVC is mounted (default: ${ENV_ARTIFACT_ROOT} or"
+        f" {api.ARTIFACT_MOUNT_PATH})",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path(os.environ.get(ENV_DATA_ROOT, api.DATA_MOUNT_PATH)),
+        help=f"where ConfigMap and PVC datasets are mounted (default: ${ENV_DATA_ROOT} or"
+        f" {api.DATA_MOUNT_PATH})",
+    )
+    p.add_argument(
+        "--termination-log",
+        type=Path,
+        default=None,
+        help="termination message file (default: /dev/termination-log if it is writable)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _read_spec_text(arg: str | None) -> tuple[str, str]:
+    if arg == "-":
+        return sys.stdin.read(), "spec from stdin"
+    if arg is not None:
+        try:
+            return Path(arg).read_text(encoding="utf-8"), f"spec file {arg!r}"
+        except (OSError, UnicodeDecodeError) as e:
+            raise InvalidSpecError(f"cannot read spec file {arg!r}: {e}") from e
+    text = os.environ.get(ENV_SPEC)
+    if text is None:
+        raise InvalidSpecError(f"no spec given: pass --spec FILE (or -) or set {ENV_SPEC}")
+    return text, f"${ENV_SPEC}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.captureWarnings(True)
+
+    output = None
+    try:
+        text, origin = _read_spec_text(args.spec)
+        spec = parse_spec(text, origin=origin)
+        if not args.output:
+            raise InvalidSpecError(f"no output given: pass --output or set {ENV_OUTPUT}")
+        # Imported here so that a bad spec is reported before scikit-learn loads (seconds).
+        from kubeloop_runtime.train.runner import Output, train  # noqa: PLC0415
+
+        try:
+            output = Output.open(args.output, args.artifact_root)
+        except ArtifactError as e:
+            raise InvalidSpecError(f"--output: {e}") from e
+        champion = parse_champion(os.environ.get(ENV_CHAMPION))
+        result = train(spec, output, args.data_root, champion, args.artifact_root)
+        if not result.succeeded:
+            log.warning("%s: %s", result.reason, result.message)
+    except TrainError as e:
+        log.error("%s: %s", e.reason, e)
+        result, code = failure(e.reason, str(e)), e.exit_code
+    except Exception as e:
+        log.exception("Training failed unexpectedly")
+        result, code = failure("TrainingError", f"{type(e).__name__}: {e}"), api.EXIT_UNEXPECTED
+    else:
+        code = (
+            api.EXIT_OK
+            if result.succeeded
+            else api.EXIT_GATE_FAILED
+            if result.reason == "QualityGateFailed"
+            else api.EXIT_UNEXPECTED
+        )
+
+    document = to_json(result)
+    if output is not None:
+        try:
+            (output.directory / "result.json").write_text(document + "\n", encoding="utf-8")
+        except OSError as e:
+            log.warning("Could not write result.json: %s", e)
+    write_termination_log(termination_message(result), args.termination_log)
+    sys.stdout.write(document + "\n")
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
