@@ -284,9 +284,10 @@ def test_quality_gate_failure_ends_with_its_reason(
         ready = condition(kube.get(api.API_VERSION, "ModelVersion", ns, "iris-v1") or {}, "Ready")
         return ready if ready.get("reason") == "QualityGateFailed" else None
 
-    assert wait_for(refused, timeout=60, what="iris-v1 Ready=False QualityGateFailed")[
-        "status"
-    ] == "False"
+    assert (
+        wait_for(refused, timeout=60, what="iris-v1 Ready=False QualityGateFailed")["status"]
+        == "False"
+    )
     # Exit code 3 fails the Job at once (podFailurePolicy): one pod, no retries.
     assert len(kube.list("v1", "Pod", ns, labels={api.LABEL_TRAININGJOB: "weak"})) == 1
     runs = metric(
