@@ -4,13 +4,22 @@ Names mirror controller-runtime's where they overlap (``*_reconcile_total{contro
 ``*_reconcile_errors_total``, ``*_reconcile_time_seconds``), under the ``kubeloop_`` prefix.
 Labels are bounded: controller and kind are fixed sets; namespace/model/version come from
 objects users create, never from requests.
+
+Labelled series are initialised to 0 for the label values known in advance (controllers and
+results at start; outcomes, reasons and signals when the operator first sees a TrainingJob or
+InferenceService), as Prometheus recommends: a series that appears only with its first
+increment hides that increment from ``rate()``/``increase()`` and leaves panels empty.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from typing import get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from kubeloop_runtime import api
 
 RECONCILE_TOTAL = "kubeloop_reconcile_total"
 RECONCILE_ERRORS_TOTAL = "kubeloop_reconcile_errors_total"
@@ -29,6 +38,68 @@ RETRAINS_TOTAL = "kubeloop_retrains_total"
 TRAININGJOB = "trainingjob"
 MODELVERSION = "modelversion"
 INFERENCESERVICE = "inferenceservice"
+CONTROLLERS = (TRAININGJOB, MODELVERSION, INFERENCESERVICE)
+
+# Reconcile results (the `result` label), as kubeloop.handlers._instrument records them.
+SUCCESS = "success"
+REQUEUE = "requeue"
+ERROR = "error"
+RESULTS = (SUCCESS, REQUEUE, ERROR)
+
+# Outcomes of finished training runs (kubeloop.reconcile.trainingjob.outcome_label).
+TRAINING_OUTCOMES = ("succeeded", "failed", "gate_failed")
+# Why a canary was rolled back: its analysis failed, or a user removed it.
+ROLLBACK_REASONS = ("analysis", "manual")
+# What started a retraining run (the closed loop's signals, api.TriggerRef.signal).
+RETRAIN_SIGNALS: tuple[str, ...] = get_args(api.TriggerRef.model_fields["signal"].annotation)
+
+# kubeloop_objects: each kind's top condition, and the statuses a condition can have.
+TOP_CONDITIONS = {
+    "TrainingJob": api.COND_SUCCEEDED,
+    "ModelVersion": api.COND_READY,
+    "InferenceService": api.COND_READY,
+}
+CONDITION_STATUSES = ("True", "False", "Unknown")
+
+
+class ObjectStates:
+    """Keeps ``kubeloop_objects{kind,condition,status}``: objects per status of their top
+    condition, from what the operator last saw of each object (thread-safe).
+
+    Every (kind, condition, status) series exists from the start, at 0 when no object is
+    in that state, so the gauge is a complete picture rather than only the non-zero parts.
+    """
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._lock = threading.Lock()
+        self._states: dict[tuple[str, str, str], str] = {}
+        for kind, condition in TOP_CONDITIONS.items():
+            for status in CONDITION_STATUSES:
+                gauge.labels(kind, condition, status).set(0)
+
+    def observe(self, kind: str, namespace: str, name: str, status: str | None) -> None:
+        """Record the status of ``kind`` ``namespace/name``'s top condition (None: not set)."""
+        if kind not in TOP_CONDITIONS:
+            raise ValueError(f"kubeloop_objects: unknown kind {kind!r}")
+        value = status if status in CONDITION_STATUSES else "Unknown"
+        with self._lock:
+            self._states[(kind, namespace, name)] = value
+            self._publish(kind)
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """The object is gone."""
+        with self._lock:
+            if self._states.pop((kind, namespace, name), None) is not None:
+                self._publish(kind)
+
+    def _publish(self, kind: str) -> None:
+        counts = dict.fromkeys(CONDITION_STATUSES, 0)
+        for (k, _, _), status in self._states.items():
+            if k == kind:
+                counts[status] += 1
+        for status, n in counts.items():
+            self._gauge.labels(kind, TOP_CONDITIONS[kind], status).set(n)
 
 
 @dataclass(frozen=True)
@@ -46,11 +117,43 @@ class OperatorMetrics:
     rollbacks_total: Counter
     promotions_total: Counter
     retrains_total: Counter
+    object_states: ObjectStates = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "object_states", ObjectStates(self.objects))
+        for controller in CONTROLLERS:
+            for result in RESULTS:
+                self.reconcile_total.labels(controller, result)
+            self.reconcile_errors_total.labels(controller)
+            self.reconcile_time_seconds.labels(controller)
+
+    def saw_trainingjob(self, namespace: str, model: str) -> None:
+        """Initialise a model's training series to 0 (idempotent; call on every visit)."""
+        for outcome in TRAINING_OUTCOMES:
+            self.training_runs_total.labels(namespace, model, outcome)
+        self.training_duration_seconds.labels(namespace, model)
+
+    def saw_inferenceservice(self, namespace: str, name: str) -> None:
+        """Initialise an InferenceService's rollout and loop counters to 0 (idempotent)."""
+        self.rollouts_total.labels(namespace, name)
+        self.promotions_total.labels(namespace, name)
+        for reason in ROLLBACK_REASONS:
+            self.rollbacks_total.labels(namespace, name, reason)
+        for signal in RETRAIN_SIGNALS:
+            self.retrains_total.labels(namespace, name, signal)
 
 
 def create_metrics(registry: CollectorRegistry | None = None) -> OperatorMetrics:
-    """Register every operator metric on ``registry`` (a fresh one by default)."""
-    reg = registry if registry is not None else CollectorRegistry()
+    """Register every operator metric on ``registry`` (a fresh one by default).
+
+    A fresh registry also gets the process collector (``process_cpu_seconds_total``,
+    ``process_resident_memory_bytes``, ``process_open_fds``...), which the default registry
+    would carry and the operator dashboard shows.
+    """
+    if registry is None:
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+    reg = registry
     return OperatorMetrics(
         registry=reg,
         reconcile_total=Counter(

@@ -322,7 +322,8 @@ def test_canary_split_rollback_and_promotion(
         what="three ready iris-v2 stable pods",
     )
     assert metric(operator, "kubeloop_promotions_total", inferenceservice=ISVC) == 1
-    assert metric(operator, "kubeloop_rollbacks_total", inferenceservice=ISVC) == 1
+    rollbacks = metric(operator, "kubeloop_rollbacks_total", inferenceservice=ISVC, reason="manual")
+    assert rollbacks == 1
 
 
 def test_missing_model_version_then_recovers(

@@ -354,11 +354,14 @@ def test_operator_killed_mid_run_creates_nothing_twice(
     assert done["status"]["modelVersion"] == "iris-v1"
     # Another restart after the end changes nothing.
     operator.restart()
-    wait_for(
-        lambda: 'controller="trainingjob"' in operator.metrics(),
-        timeout=30,
-        what="the restarted operator to reconcile",
-    )
+
+    # (kubeloop_reconcile_total exists at 0 from the start: wait for a counted success.)
+    def reconciled() -> bool:
+        text = operator.metrics()
+        n = metric(text, "kubeloop_reconcile_total", controller="trainingjob", result="success")
+        return (n or 0) > 0
+
+    wait_for(reconciled, timeout=30, what="the restarted operator to reconcile")
     assert len(jobs_of(kube, ns, "crashy")) == 1
     assert len(versions_of(kube, ns, "iris")) == 1
 

@@ -6,7 +6,7 @@ Importing this package registers every handler with kopf's default registry.
 from kubeloop.handlers import startup  # noqa: F401
 
 # Controllers register themselves on import; each module is one kind.
-for _mod in ("trainingjob", "modelversion", "inferenceservice", "loop"):
+for _mod in ("trainingjob", "modelversion", "inferenceservice", "loop", "objects"):
     try:
         __import__(f"kubeloop.handlers.{_mod}")
     except ModuleNotFoundError as _e:  # a controller not written yet

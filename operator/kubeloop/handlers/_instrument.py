@@ -25,14 +25,12 @@ from typing import Any, ParamSpec, TypeVar
 
 import kopf
 
-from kubeloop.metrics import OperatorMetrics
+from kubeloop.metrics import ERROR, REQUEUE, SUCCESS, OperatorMetrics
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SUCCESS = "success"
-REQUEUE = "requeue"
-ERROR = "error"
+__all__ = ["ERROR", "REQUEUE", "SUCCESS", "instrumented", "reconciling"]
 
 
 @contextmanager

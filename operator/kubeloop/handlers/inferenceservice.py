@@ -175,6 +175,7 @@ def _reconcile(
         _event(body, "Warning", reason=r.INVALID_SPEC, message=str(e))
         return str(e)
 
+    metrics.saw_inferenceservice(namespace, name)  # its counters exist at 0 from now on
     owner = b.Owner.from_body(body)
     mvs = kube.list(api.API_VERSION, "ModelVersion", namespace)
     stable = r.resolve_stable(spec.model, mvs)

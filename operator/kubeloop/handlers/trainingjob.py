@@ -184,6 +184,7 @@ def _reconcile(
     except ValidationError as e:
         _invalid(kube, tj, e)
         return
+    metrics.saw_trainingjob(ns, spec.model)  # its run counters exist at 0 before it ends
     if rec.is_finished(old) and old.get("observedGeneration") == generation:
         return  # the run is over; its Job may be gone (TTL), never start another
 

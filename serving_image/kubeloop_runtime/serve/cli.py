@@ -1,0 +1,135 @@
+"""``kubeloop-serve``: the composition root of the model server.
+
+Parse settings once, verify and load the model (any failure: a clear message on stderr
+and exit code 2, before the port opens), wire the data plane, metrics and monitoring,
+then serve with uvicorn (one worker, uvloop, httptools). SIGTERM drains in-flight
+requests (uvicorn's graceful shutdown) before the process exits.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from kubeloop_runtime.serve import monitoring
+from kubeloop_runtime.serve.app import App, create_app
+from kubeloop_runtime.serve.dataplane import DataPlane
+from kubeloop_runtime.serve.errors import StartupError
+from kubeloop_runtime.serve.metrics import ServingMetrics, class_key
+from kubeloop_runtime.serve.model import ServedModel, load
+from kubeloop_runtime.serve.settings import ServeSettings, parse_settings
+
+log = logging.getLogger("kubeloop_runtime.serve")
+
+EXIT_STARTUP = 2
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line on stderr (prediction logs go to stdout)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def build(
+    settings: ServeSettings,
+    registry: CollectorRegistry | None = None,
+    model: ServedModel | None = None,
+) -> tuple[App, DataPlane, CollectorRegistry]:
+    """Load (unless given) the model and wire everything; raises StartupError."""
+    registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+    if model is None:
+        model = load(
+            settings.model_version,
+            artifact_root=settings.artifact_root,
+            allow_pickle=settings.allow_pickle,
+            use_onnx=settings.use_onnx,
+        )
+    metrics = ServingMetrics(
+        registry,
+        model=settings.served_name,
+        version=settings.version,
+        sha256=settings.model_version.artifact.sha256,
+        role=settings.role,
+        runtime=model.runtime,
+        classes=[class_key(c) for c in model.classes] if model.is_classifier else None,
+    )
+    parts = monitoring.build(settings, model)
+    dataplane = DataPlane(
+        settings,
+        model,
+        metrics,
+        drift=parts.drift,
+        feedback=parts.feedback,
+        predlog=parts.predlog,
+        request_id=parts.request_id,
+        in_thread=settings.predict_in_thread,
+    )
+    registry.register(monitoring.collector(settings, dataplane))
+    return create_app(settings, dataplane, registry), dataplane, registry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse_settings(argv)
+    except StartupError as e:
+        print(f"kubeloop-serve: {e}", file=sys.stderr)
+        return EXIT_STARTUP
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    try:
+        app, dataplane, _ = build(settings)
+    except StartupError as e:
+        log.error("Refused to start: %s", e)
+        print(f"kubeloop-serve: refused to start: {e}", file=sys.stderr)
+        return EXIT_STARTUP
+    import uvicorn  # noqa: PLC0415
+
+    log.info(
+        "Serving %s (ModelVersion %s, version %s, runtime %s, role %s) on %s:%d",
+        settings.served_name,
+        settings.model_version_name,
+        settings.version,
+        dataplane.model.runtime,
+        settings.role,
+        settings.host,
+        settings.port,
+    )
+    # Everything loaded so far lives until exit: keep the collector from rescanning it.
+    gc.collect()
+    gc.freeze()
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+        log_config=None,  # uvicorn's loggers propagate to our JSON handler
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

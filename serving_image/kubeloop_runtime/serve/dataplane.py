@@ -1,0 +1,266 @@
+"""The protocol-agnostic data plane: validated rows in, predictions out.
+
+The app (routes) decodes a V1 or V2 request with :class:`~.protocol.Codec`, calls
+:meth:`DataPlane.infer`, and encodes the result. The data plane owns the micro-batcher,
+the request-path metrics and the monitoring hooks (drift window, feedback store,
+prediction log); none of it knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from kubeloop_runtime.serve.batching import MicroBatcher
+from kubeloop_runtime.serve.errors import InvalidInputError, NotReadyError
+from kubeloop_runtime.serve.metrics import ServingMetrics, class_key
+from kubeloop_runtime.serve.model import ServedModel
+from kubeloop_runtime.serve.protocol import Codec, Decoded
+from kubeloop_runtime.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+# The monitoring parts are optional collaborators; these are the calls the data plane makes.
+class DriftWindow(Protocol):
+    def observe(self, rows: Any) -> None: ...
+
+    def report(self) -> dict[str, Any]: ...
+
+
+class FeedbackSink(Protocol):
+    def record(self, request_id: str, predictions: list[Any]) -> None: ...
+
+    def feedback(self, request_id: str, labels: list[Any]) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class PredictionLog(Protocol):
+    def maybe_log(
+        self, request_id: str, x: np.ndarray, predictions: list[Any], protocol: str
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InferResult:
+    request_id: str
+    labels: list[Any]
+    proba: np.ndarray | None
+
+
+def new_request_id() -> str:
+    """A random 128-bit request id (hex); unique enough to join feedback across replicas."""
+    return os.urandom(16).hex()
+
+
+class DataPlane:
+    """Everything between a validated request and its predictions."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        model: ServedModel,
+        metrics: ServingMetrics,
+        *,
+        drift: DriftWindow | None = None,
+        feedback: FeedbackSink | None = None,
+        predlog: PredictionLog | None = None,
+        request_id: Callable[[], str] = new_request_id,
+        in_thread: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.metrics = metrics
+        self.name = settings.served_name
+        self.version = settings.version
+        self.codec = Codec(
+            model.signature,
+            model.task,
+            max_rows=settings.max_request_rows,
+            n_classes=len(model.classes),
+        )
+        self.drift = drift
+        self.feedback_sink = feedback
+        self.predlog = predlog
+        self._new_id = request_id
+        self.ready = True
+        self._lock = threading.Lock()
+        if in_thread is None:
+            # Measured (docs/serving.md): a worker thread is faster for ONNX too. While the
+            # thread predicts, the event loop keeps reading requests, which then form the
+            # next batch; predicting inline starves the loop and makes batches small.
+            in_thread = True
+        self.batcher = MicroBatcher(
+            model.predict,
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_batch_delay_ms / 1000.0,
+            in_thread=in_thread,
+            on_batch=self._on_batch,
+        )
+        self._classification = model.is_classifier
+
+    def _on_batch(self, rows: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(rows)
+
+    # ------------------------------------------------------------------ hot path
+    def begin(self) -> None:
+        """An inference request arrived (lets the batcher know more rows are coming)."""
+        self.batcher.arriving()
+
+    def end(self) -> None:
+        self.batcher.arrived()
+
+    async def infer(self, req: Decoded, protocol: str, request_id: str | None) -> InferResult:
+        """Predict for validated rows. ``end()`` must have been called already."""
+        if not self.ready:
+            raise NotReadyError("the model server is shutting down")
+        pred = await self.batcher.submit(req.x, req.want_proba)
+        rid = req.request_id or request_id or self._new_id()
+        labels = self.model.labels_to_json(pred.labels)
+        m = self.metrics
+        if self._classification:
+            m.count_classes(labels)
+        else:
+            m.observe_values(labels)
+        if self.drift is not None:
+            self.drift.observe(req.x)
+        if self.feedback_sink is not None:
+            self.feedback_sink.record(rid, labels)
+        if self.predlog is not None:
+            self.predlog.maybe_log(rid, req.x, labels, protocol)
+        return InferResult(rid, labels, pred.proba)
+
+    def observe_predict_seconds(self, seconds: float) -> None:
+        self.metrics.observe_predict(seconds)
+
+    # ------------------------------------------------------------------ metadata
+    def metadata_v2(self) -> dict[str, Any]:
+        sig = self.model.signature
+        out_meta: list[dict[str, Any]] = [
+            {"name": "predict", "datatype": self.codec.output_datatype, "shape": [-1]}
+        ]
+        if self._classification:
+            out_meta.append(
+                {
+                    "name": "predict_proba",
+                    "datatype": "FP64",
+                    "shape": [-1, len(self.model.classes)],
+                    "parameters": {"classes": self.model.classes},
+                }
+            )
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": f"kubeloop-{self.model.runtime}",
+            "inputs": [
+                {
+                    "name": f.name,
+                    "datatype": _V2_TYPE[f.dtype],
+                    "shape": [-1, 1],
+                    **({"parameters": {"categories": f.categories}} if f.categories else {}),
+                }
+                for f in sig.inputs
+            ],
+            "outputs": out_meta,
+            "parameters": {
+                "model": self.model.spec.model,
+                "modelVersion": self.settings.model_version_name,
+                "task": self.model.task.value,
+                "runtime": self.model.runtime,
+                "sha256": self.model.spec.artifact.sha256,
+                "role": self.settings.role,
+            },
+        }
+
+    def metadata_v1(self) -> dict[str, Any]:
+        return {"name": self.name, "ready": self.ready}
+
+    # ------------------------------------------------------------------ monitoring
+    def record_feedback(self, body: Any) -> dict[str, Any]:
+        if type(body) is not dict:
+            raise InvalidInputError('body: expected {"id": request id, "labels": [...]}')
+        unknown = set(body) - {"id", "labels"}
+        if unknown:
+            raise InvalidInputError(f"body: unknown field(s) {', '.join(sorted(unknown))}")
+        rid = body.get("id")
+        if type(rid) is not str or not 1 <= len(rid) <= 128:
+            raise InvalidInputError("id: the request id of the prediction (a string) is required")
+        labels = body.get("labels")
+        if type(labels) is not list or not labels:
+            raise InvalidInputError("labels: a non-empty list of true labels is required")
+        if len(labels) > self.settings.max_request_rows:
+            raise InvalidInputError(f"labels: more than {self.settings.max_request_rows} labels")
+        checked = [self._label(v, i) for i, v in enumerate(labels)]
+        if self.feedback_sink is None:
+            raise InvalidInputError(
+                "feedback is disabled for this model (monitoring.feedbackCapacity=0)"
+            )
+        return self.feedback_sink.feedback(rid, checked)
+
+    def _label(self, v: Any, i: int) -> Any:
+        kind = self.model.signature.output.dtype
+        t = type(v)
+        if kind == "string" and t is str:
+            return v
+        if kind == "bool" and t is bool:
+            return v
+        if kind == "int64" and (t is int or (t is float and v.is_integer())):
+            return int(v)
+        if kind == "float64" and (t is int or t is float):
+            return float(v)
+        raise InvalidInputError(f"labels[{i}]: expected a {kind} label, got {v!r}")
+
+    def drift_report(self) -> dict[str, Any]:
+        if self.drift is None:
+            return {"enabled": False, "reason": "no reference statistics or drift disabled"}
+        with self._lock:
+            return {"enabled": True, **self.drift.report()}
+
+    def feedback_stats(self) -> dict[str, Any] | None:
+        return None if self.feedback_sink is None else self.feedback_sink.stats()
+
+    def monitoring(self) -> dict[str, Any]:
+        """What the operator's closed loop reads: drift summary, live accuracy, counts."""
+        drift = self.drift_report()
+        summary = {
+            k: drift.get(k)
+            for k in (
+                "enabled",
+                "enough_data",
+                "dataset_drift",
+                "share_drifted",
+                "drifted_features",
+                "window_count",
+                "window_size",
+            )
+            if k in drift
+        }
+        return {
+            "model": self.model.spec.model,
+            "name": self.name,
+            "version": self.version,
+            "modelVersion": self.settings.model_version_name,
+            "role": self.settings.role,
+            "inferenceService": self.settings.inference_service,
+            "runtime": self.model.runtime,
+            "drift": summary,
+            "feedback": self.feedback_stats(),
+        }
+
+    async def close(self) -> None:
+        self.ready = False
+        await self.batcher.close()
+
+
+_V2_TYPE = {"float64": "FP64", "int64": "INT64", "string": "BYTES", "bool": "BOOL"}
+
+
+def class_keys(classes: list[Any]) -> list[str]:
+    return [class_key(c) for c in classes]

@@ -1,0 +1,257 @@
+"""Settings of ``kubeloop-serve``, parsed ONCE at startup into a frozen object.
+
+Sources, highest precedence first: command-line flags, then environment variables
+(the operator sets these on the predictor container), then defaults.
+
+- The ModelVersion to serve: ``--model-version PATH`` (a ModelVersion manifest, YAML or
+  JSON) or ``KUBELOOP_MODEL_VERSION`` (JSON of the ModelVersion object: metadata.name
+  and spec). Its spec is parsed with :class:`kubeloop_runtime.api.ModelVersionSpec`.
+- ``--artifact-root`` / ``KUBELOOP_ARTIFACT_ROOT``: where ``pvc://`` URIs resolve.
+- ``--name`` / ``KUBELOOP_SERVED_NAME``: the name in URL paths (default: the model name).
+- ``KUBELOOP_SERVING``: JSON ``{"monitoring": MonitoringSpec, "maxBatchSize": int,
+  "maxBatchDelayMs": float, "role": "stable"|"canary", "inferenceService": name}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError
+
+from kubeloop_runtime import api
+from kubeloop_runtime.serve.errors import StartupError
+
+ENV_MODEL_VERSION = "KUBELOOP_MODEL_VERSION"
+ENV_ARTIFACT_ROOT = "KUBELOOP_ARTIFACT_ROOT"
+ENV_SERVED_NAME = "KUBELOOP_SERVED_NAME"
+ENV_SERVING = "KUBELOOP_SERVING"
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_REQUEST_ROWS = 10_000
+
+Role = Literal["stable", "canary"]
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything the server needs, read once. Hot paths never read the environment."""
+
+    model_version: api.ModelVersionSpec
+    model_version_name: str
+    served_name: str
+    artifact_root: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    monitoring: api.MonitoringSpec = field(default_factory=api.MonitoringSpec)
+    max_batch_size: int = 64
+    max_batch_delay_ms: float = 1.0
+    role: Role = "stable"
+    inference_service: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_request_rows: int = DEFAULT_MAX_REQUEST_ROWS
+    # joblib artifacts are pickles: loading one runs code. Only with explicit consent.
+    allow_pickle: bool = False
+    # Use the ONNX graph when the ModelVersion records one (False: always scikit-learn).
+    use_onnx: bool = True
+    # Run model calls in a worker thread (None: the default, yes); off = on the event loop.
+    predict_in_thread: bool | None = None
+    log_level: str = "info"
+
+    @property
+    def version(self) -> str:
+        """The version label: the ModelVersion's version number."""
+        return str(self.model_version.version)
+
+
+def _parse_manifest(doc: Any, source: str) -> tuple[str, api.ModelVersionSpec]:
+    if not isinstance(doc, Mapping):
+        raise StartupError(f"{source}: expected a ModelVersion object, got {type(doc).__name__}")
+    spec = doc.get("spec")
+    if not isinstance(spec, Mapping):
+        raise StartupError(f"{source}: the ModelVersion has no spec object")
+    try:
+        parsed = api.ModelVersionSpec.model_validate(spec)
+    except ValidationError as e:
+        raise StartupError(f"{source}: invalid ModelVersion spec: {e}") from e
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    if not isinstance(name, str) or not name:
+        name = f"{parsed.model}-v{parsed.version}"
+    return name, parsed
+
+
+def load_model_version_file(path: Path) -> tuple[str, api.ModelVersionSpec]:
+    """Read a ModelVersion manifest (YAML or JSON) from a file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise StartupError(f"--model-version {path}: cannot read: {e}") from e
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise StartupError(f"--model-version {path}: not YAML or JSON: {e}") from e
+    return _parse_manifest(doc, f"--model-version {path}")
+
+
+def load_model_version_json(text: str) -> tuple[str, api.ModelVersionSpec]:
+    """Read the ModelVersion object the operator passes in the environment."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise StartupError(f"{ENV_MODEL_VERSION}: not JSON: {e}") from e
+    return _parse_manifest(doc, ENV_MODEL_VERSION)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kubeloop-serve",
+        description="Serve one Kubeloop ModelVersion over KServe V1 and Open Inference V2.",
+    )
+    p.add_argument("--model-version", type=Path, help="ModelVersion manifest (YAML/JSON)")
+    p.add_argument("--artifact-root", type=Path, help="directory pvc:// URIs resolve under")
+    p.add_argument("--name", help="the model name in URL paths (default: the model name)")
+    p.add_argument("--host", default=None, help="listen address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=None, help=f"listen port (default {DEFAULT_PORT})")
+    p.add_argument("--max-batch-size", type=int, default=None, help="rows per model call")
+    p.add_argument("--max-batch-delay-ms", type=float, default=None, help="batch fill wait")
+    p.add_argument("--role", choices=["stable", "canary"], default=None)
+    p.add_argument("--inference-service", default=None, help="the InferenceService name")
+    p.add_argument(
+        "--prediction-log-sample-rate", type=float, default=None, help="0..1, JSON lines"
+    )
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    p.add_argument("--max-request-rows", type=int, default=DEFAULT_MAX_REQUEST_ROWS)
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow loading a joblib (pickle) artifact; pickles run code when loaded",
+    )
+    p.add_argument("--no-onnx", action="store_true", help="serve with scikit-learn only")
+    p.add_argument(
+        "--predict-thread",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="model calls in a worker thread (auto = on) or inline on the event loop (off)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def _serving_env(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise StartupError(f"{ENV_SERVING}: not JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise StartupError(f"{ENV_SERVING}: expected a JSON object")
+    unknown = set(doc) - {
+        "monitoring",
+        "maxBatchSize",
+        "maxBatchDelayMs",
+        "role",
+        "inferenceService",
+    }
+    if unknown:
+        raise StartupError(f"{ENV_SERVING}: unknown field(s) {', '.join(sorted(unknown))}")
+    return doc
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ServeSettings:
+    """Parse flags and environment into :class:`ServeSettings` (raises StartupError)."""
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+
+    if args.model_version is not None:
+        mv_name, spec = load_model_version_file(args.model_version)
+    elif env.get(ENV_MODEL_VERSION):
+        mv_name, spec = load_model_version_json(env[ENV_MODEL_VERSION])
+    else:
+        raise StartupError(
+            f"no model to serve: pass --model-version PATH or set {ENV_MODEL_VERSION}"
+        )
+
+    serving = _serving_env(env.get(ENV_SERVING))
+    try:
+        monitoring = api.MonitoringSpec.model_validate(serving.get("monitoring") or {})
+    except ValidationError as e:
+        raise StartupError(f"{ENV_SERVING}.monitoring: {e}") from e
+    if args.prediction_log_sample_rate is not None:
+        if not 0.0 <= args.prediction_log_sample_rate <= 1.0:
+            raise StartupError("--prediction-log-sample-rate must be within 0..1")
+        monitoring = monitoring.model_copy(
+            update={"prediction_log_sample_rate": args.prediction_log_sample_rate}
+        )
+
+    def pick(flag: Any, key: str, default: Any) -> Any:
+        if flag is not None:
+            return flag
+        return serving.get(key, default)
+
+    max_batch_size = pick(args.max_batch_size, "maxBatchSize", 64)
+    max_batch_delay_ms = pick(args.max_batch_delay_ms, "maxBatchDelayMs", 1.0)
+    role = pick(args.role, "role", "stable")
+    isvc = pick(args.inference_service, "inferenceService", None)
+    if (
+        not isinstance(max_batch_size, int)
+        or isinstance(max_batch_size, bool)
+        or not (1 <= max_batch_size <= 1024)
+    ):
+        raise StartupError(
+            f"maxBatchSize must be an integer within 1..1024, got {max_batch_size!r}"
+        )
+    if (
+        not isinstance(max_batch_delay_ms, int | float)
+        or isinstance(max_batch_delay_ms, bool)
+        or not (0.0 <= max_batch_delay_ms <= 100.0)
+    ):
+        raise StartupError(f"maxBatchDelayMs must be within 0..100, got {max_batch_delay_ms!r}")
+    if role not in ("stable", "canary"):
+        raise StartupError(f"role must be 'stable' or 'canary', got {role!r}")
+    if isvc is not None and not isinstance(isvc, str):
+        raise StartupError("inferenceService must be a string")
+
+    root_flag = args.artifact_root
+    root = (
+        root_flag
+        if root_flag is not None
+        else (Path(env[ENV_ARTIFACT_ROOT]) if env.get(ENV_ARTIFACT_ROOT) else None)
+    )
+    port = args.port if args.port is not None else DEFAULT_PORT
+    if not 0 <= port <= 65535:
+        raise StartupError(f"--port must be within 0..65535, got {port}")
+    if args.max_body_bytes < 1024:
+        raise StartupError("--max-body-bytes must be at least 1024")
+    if args.max_request_rows < 1:
+        raise StartupError("--max-request-rows must be at least 1")
+
+    return ServeSettings(
+        model_version=spec,
+        model_version_name=mv_name,
+        served_name=args.name or env.get(ENV_SERVED_NAME) or spec.model,
+        artifact_root=root,
+        host=args.host or "0.0.0.0",
+        port=port,
+        monitoring=monitoring,
+        max_batch_size=max_batch_size,
+        max_batch_delay_ms=float(max_batch_delay_ms),
+        role=role,
+        inference_service=isvc,
+        max_body_bytes=args.max_body_bytes,
+        max_request_rows=args.max_request_rows,
+        allow_pickle=bool(args.allow_pickle),
+        use_onnx=not args.no_onnx,
+        predict_in_thread={"auto": None, "on": True, "off": False}[args.predict_thread],
+        log_level=args.log_level,
+    )
