@@ -70,6 +70,14 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def verify_sha256(actual: str, expected: str, what: str) -> None:
+    """Raise :class:`ArtifactIntegrityError` unless the digest of ``what`` is ``expected``."""
+    if actual != expected.lower():
+        raise ArtifactIntegrityError(
+            f"sha256 of {what} is {actual}, expected {expected}; the file was modified or corrupted"
+        )
+
+
 # ------------------------------------------------------------------------------- stores
 
 
@@ -374,12 +382,7 @@ def load_model(
     hashing), :class:`UnsafeArtifactError` if loading could run untrusted code.
     """
     file = Path(path)
-    actual = sha256_file(file)
-    if actual != sha256.lower():
-        raise ArtifactIntegrityError(
-            f"sha256 mismatch for {file}: expected {sha256}, actual {actual};"
-            " the artifact was modified or corrupted"
-        )
+    verify_sha256(sha256_file(file), sha256, str(file))
     if fmt == "skops":
         return _load_skops(file)
     if fmt == "joblib":

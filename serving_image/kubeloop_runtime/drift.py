@@ -90,7 +90,11 @@ class _Wire(BaseModel):
 Proportion = Annotated[FiniteFloat, Field(ge=0.0, le=1.0)]
 
 
-def _check_proportions(where: str, props: Sequence[float]) -> None:
+def _check_proportions(name: str, props: Sequence[float], of: str, expected: int) -> None:
+    """``props`` has one share per bucket (``expected``, described by ``of``) and sums to 1."""
+    where = f"feature {name!r}: proportions"
+    if len(props) != expected:
+        raise ValueError(f"{where} must have {of} = {expected} entries (got {len(props)})")
     total = math.fsum(props)
     if abs(total - 1.0) > 1e-6:
         raise ValueError(f"{where} must sum to 1 (got {total:.9g})")
@@ -118,12 +122,7 @@ class NumericReference(_Wire):
     def _consistent(self) -> NumericReference:
         if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
             raise ValueError(f"feature {self.name!r}: edges must be strictly increasing")
-        if len(self.proportions) != len(self.edges) + 1:
-            raise ValueError(
-                f"feature {self.name!r}: proportions must have len(edges) + 1 ="
-                f" {len(self.edges) + 1} entries (got {len(self.proportions)})"
-            )
-        _check_proportions(f"feature {self.name!r}: proportions", self.proportions)
+        _check_proportions(self.name, self.proportions, "len(edges) + 1", len(self.edges) + 1)
         return self
 
 
@@ -149,12 +148,9 @@ class CategoricalReference(_Wire):
             raise ValueError(f"feature {self.name!r}: categories must be unique")
         if OTHER in self.categories:
             raise ValueError(f"feature {self.name!r}: {OTHER!r} is reserved")
-        if len(self.proportions) != len(self.categories) + 1:
-            raise ValueError(
-                f"feature {self.name!r}: proportions must have len(categories) + 1 ="
-                f" {len(self.categories) + 1} entries (got {len(self.proportions)})"
-            )
-        _check_proportions(f"feature {self.name!r}: proportions", self.proportions)
+        _check_proportions(
+            self.name, self.proportions, "len(categories) + 1", len(self.categories) + 1
+        )
         return self
 
 

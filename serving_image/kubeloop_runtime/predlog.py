@@ -89,7 +89,7 @@ class PredictionLogger:
         A value that cannot be serialised is logged as a warning and skipped: logging
         never fails a prediction.
         """
-        if self.sample_rate <= 0.0 or not self.sampled():
+        if not self.sampled():  # rate 0: one comparison
             return False
         record: dict[str, Any] = {
             "ts": _now_rfc3339(),

@@ -510,3 +510,26 @@ def test_documented_requests_work(runner: asyncio.Runner, models: dict[str, Buil
         "/v1/models/iris:predict",
         "/v2/models/iris/feedback",
     }
+
+
+def test_int64_feature_out_of_range_is_a_400_not_a_wrapped_value() -> None:
+    """An int64 feature beyond the int64 range would wrap silently when cast: refuse it."""
+    from kubeloop_runtime import api
+    from kubeloop_runtime.serve.errors import InvalidInputError
+    from kubeloop_runtime.serve.protocol import Codec
+
+    sig = api.Signature(
+        inputs=[
+            api.FeatureSpec(name="n", dtype="int64"),
+            api.FeatureSpec(name="x", dtype="float64"),
+        ],
+        output=api.OutputSpec(dtype="float64"),
+    )
+    codec = Codec(sig, api.Task.REGRESSION, max_rows=10, n_classes=0)
+    ok = codec.decode_v1({"instances": [[2**63 - 1, 1.0], [-(2**63), 2.0], [3.0, 0]]}, False)
+    assert ok.x.shape == (3, 2)
+    for bad in (2**63, -(2**63) - 1, 1e30):
+        with pytest.raises(InvalidInputError, match=r"instances\[0\]\[0\].*int64 range"):
+            codec.decode_v1({"instances": [[bad, 1.0]]}, False)
+        with pytest.raises(InvalidInputError, match=r"instances\[0\]\.n.*int64 range"):
+            codec.decode_v1({"instances": [{"n": bad, "x": 1.0}]}, False)

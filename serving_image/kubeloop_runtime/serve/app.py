@@ -158,7 +158,8 @@ class App:
             body = await self._json_body(
                 scope, receive, _header(scope, b"content-type"), _header(scope, b"content-length")
             )
-            await _send_json(send, 200, self.dp.record_feedback(body))
+            rid, labels = self.dp.codec.decode_feedback(body)
+            await _send_json(send, 200, self.dp.record_feedback(rid, labels))
         elif action == "drift":
             self._allow(method, ("GET",), path)
             # Computing drift takes milliseconds: keep it off the event loop.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,9 +18,9 @@ import numpy as np
 
 from kubeloop_runtime.serve.batching import MicroBatcher
 from kubeloop_runtime.serve.errors import InvalidInputError, NotReadyError
-from kubeloop_runtime.serve.metrics import ServingMetrics, class_key
+from kubeloop_runtime.serve.metrics import ServingMetrics
 from kubeloop_runtime.serve.model import ServedModel
-from kubeloop_runtime.serve.protocol import Codec, Decoded
+from kubeloop_runtime.serve.protocol import V2_DATATYPE, Codec, Decoded
 from kubeloop_runtime.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,6 @@ class DataPlane:
         self.predlog = predlog
         self._new_id = request_id
         self.ready = True
-        self._lock = threading.Lock()
         if in_thread is None:
             # Measured (docs/serving.md): a worker thread is faster for ONNX too. While the
             # thread predicts, the event loop keeps reading requests, which then form the
@@ -162,7 +160,7 @@ class DataPlane:
             "inputs": [
                 {
                     "name": f.name,
-                    "datatype": _V2_TYPE[f.dtype],
+                    "datatype": V2_DATATYPE[f.dtype],
                     "shape": [-1, 1],
                     **({"parameters": {"categories": f.categories}} if f.categories else {}),
                 }
@@ -183,45 +181,18 @@ class DataPlane:
         return {"name": self.name, "ready": self.ready}
 
     # ------------------------------------------------------------------ monitoring
-    def record_feedback(self, body: Any) -> dict[str, Any]:
-        if type(body) is not dict:
-            raise InvalidInputError('body: expected {"id": request id, "labels": [...]}')
-        unknown = set(body) - {"id", "labels"}
-        if unknown:
-            raise InvalidInputError(f"body: unknown field(s) {', '.join(sorted(unknown))}")
-        rid = body.get("id")
-        if type(rid) is not str or not 1 <= len(rid) <= 128:
-            raise InvalidInputError("id: the request id of the prediction (a string) is required")
-        labels = body.get("labels")
-        if type(labels) is not list or not labels:
-            raise InvalidInputError("labels: a non-empty list of true labels is required")
-        if len(labels) > self.settings.max_request_rows:
-            raise InvalidInputError(f"labels: more than {self.settings.max_request_rows} labels")
-        checked = [self._label(v, i) for i, v in enumerate(labels)]
+    def record_feedback(self, request_id: str, labels: list[Any]) -> dict[str, Any]:
+        """Score checked true labels (see ``Codec.decode_feedback``) of an earlier request."""
         if self.feedback_sink is None:
             raise InvalidInputError(
                 "feedback is disabled for this model (monitoring.feedbackCapacity=0)"
             )
-        return self.feedback_sink.feedback(rid, checked)
-
-    def _label(self, v: Any, i: int) -> Any:
-        kind = self.model.signature.output.dtype
-        t = type(v)
-        if kind == "string" and t is str:
-            return v
-        if kind == "bool" and t is bool:
-            return v
-        if kind == "int64" and (t is int or (t is float and v.is_integer())):
-            return int(v)
-        if kind == "float64" and (t is int or t is float):
-            return float(v)
-        raise InvalidInputError(f"labels[{i}]: expected a {kind} label, got {v!r}")
+        return self.feedback_sink.feedback(request_id, labels)
 
     def drift_report(self) -> dict[str, Any]:
         if self.drift is None:
             return {"enabled": False, "reason": "no reference statistics or drift disabled"}
-        with self._lock:
-            return {"enabled": True, **self.drift.report()}
+        return {"enabled": True, **self.drift.report()}
 
     def feedback_stats(self) -> dict[str, Any] | None:
         return None if self.feedback_sink is None else self.feedback_sink.stats()
@@ -257,10 +228,3 @@ class DataPlane:
     async def close(self) -> None:
         self.ready = False
         await self.batcher.close()
-
-
-_V2_TYPE = {"float64": "FP64", "int64": "INT64", "string": "BYTES", "bool": "BOOL"}
-
-
-def class_keys(classes: list[Any]) -> list[str]:
-    return [class_key(c) for c in classes]

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -59,6 +59,8 @@ ALL_METRIC_NAMES = (
     LIVE_ERROR,
     FEEDBACK_TOTAL,
 )
+
+T = TypeVar("T")
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
@@ -128,8 +130,8 @@ class ServingMetrics:
             registry=registry,
         )
         info.labels(model, version, sha256[:12], role, runtime).set(1)
-        self._predictions: dict[str, Any] = {}
-        self.prediction_value: Any = None
+        self._predictions: dict[str, Counter] = {}
+        self.prediction_value: Histogram | None = None
         if classes is not None:
             predictions = Counter(
                 _base(PREDICTIONS_TOTAL),
@@ -148,8 +150,8 @@ class ServingMetrics:
                 buckets=_value_buckets(),
                 registry=registry,
             ).labels(model, version)
-        self._request_children: dict[tuple[str, int], Any] = {}
-        self._duration_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
 
     def observe_request(self, protocol: str, code: int, seconds: float) -> None:
         key = (protocol, code)
@@ -180,6 +182,7 @@ class ServingMetrics:
 
     def observe_values(self, values: Iterable[float]) -> None:
         h = self.prediction_value
+        assert h is not None, "observe_values is for regression models"
         for v in values:
             if math.isfinite(v):
                 h.observe(v)
@@ -319,24 +322,20 @@ def _features(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-class TTLCache:
+class TTLCache(Generic[T]):
     """Cache the result of an expensive call for ``ttl`` seconds (thread-safe)."""
 
-    def __init__(self, fn: Callable[[], Any], ttl: float = 1.0) -> None:
+    def __init__(self, fn: Callable[[], T], ttl: float = 1.0) -> None:
         self._fn = fn
         self._ttl = ttl
         self._lock = threading.Lock()
         self._at = -math.inf
-        self._value: Any = None
+        self._value: T
 
-    def __call__(self) -> Any:
+    def __call__(self) -> T:
         with self._lock:
             now = time.monotonic()
             if now - self._at >= self._ttl:
                 self._value = self._fn()
                 self._at = now
             return self._value
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._at = -math.inf

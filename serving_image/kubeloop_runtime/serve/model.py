@@ -58,8 +58,8 @@ class _OnnxPredictor:
         inputs = self.session.get_inputs()
         names = [f.name for f in signature.inputs]
         self.single: bool
-        self.single_type: Any = None
-        self.columns: list[tuple[str, int, Any]] = []
+        self.single_type: type | None = None
+        self.columns: list[tuple[str, int, type]] = []
         if (
             len(inputs) == 1
             and len(names) >= 1
@@ -126,15 +126,19 @@ def _last_dim(shape: Any) -> int | None:
     return -1  # anything else: not a plain [N, F] matrix
 
 
-def _onnx_np_type(t: str) -> Any:
-    return {
-        "tensor(float)": np.float32,
-        "tensor(double)": np.float64,
-        "tensor(int64)": np.int64,
-        "tensor(int32)": np.int32,
-        "tensor(string)": object,
-        "tensor(bool)": np.bool_,
-    }.get(t)
+# ONNX tensor types -> the numpy dtype a feed of that type is built with.
+_ONNX_NP_TYPES: dict[str, type] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(string)": object,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _onnx_np_type(t: str) -> type | None:
+    return _ONNX_NP_TYPES.get(t)
 
 
 class ServedModel:
@@ -208,11 +212,11 @@ class ServedModel:
             return [str(v) for v in labels.tolist()]
         if kind == "int64":
             if labels.dtype.kind in "iu":
-                return list(labels.tolist())
+                return labels.tolist()  # type: ignore[no-any-return]
             return [int(v) for v in labels.tolist()]
         if kind == "bool":
             return [bool(v) for v in labels.tolist()]
-        return list(labels.astype(np.float64).tolist())
+        return labels.astype(np.float64, copy=False).tolist()  # type: ignore[no-any-return]
 
 
 def _py(v: Any) -> Any:
@@ -284,11 +288,10 @@ def _load_onnx(
     if not path.is_file():
         raise StartupError(f"{where}: ONNX graph {uri} not found at {path}")
     digest = artifacts.sha256_file(path)
-    if digest != spec.artifact.onnx_sha256:
-        raise StartupError(
-            f"{where}: ONNX graph integrity check failed: sha256 of {path} is {digest},"
-            f" the ModelVersion records {spec.artifact.onnx_sha256}"
-        )
+    try:
+        artifacts.verify_sha256(digest, spec.artifact.onnx_sha256, str(path))
+    except artifacts.ArtifactIntegrityError as e:
+        raise StartupError(f"{where}: ONNX graph integrity check failed: {e}") from e
     try:
         predictor = _OnnxPredictor(path, spec.signature, spec.task)
     except Exception as e:  # onnxruntime raises its own types; any failure means fall back

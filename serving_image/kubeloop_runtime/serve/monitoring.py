@@ -9,6 +9,7 @@ keeps a scrape and a ``/monitoring`` poll from computing it twice.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -60,7 +61,7 @@ class _Drift:
         self._pending_rows = 0
         self._flush_rows = min(flush_rows, monitor.window_size)
         self._lock = threading.Lock()
-        self._report = TTLCache(self._compute, ttl=1.0)
+        self._report: TTLCache[dict[str, Any]] = TTLCache(self._compute, ttl=1.0)
 
     def observe(self, rows: np.ndarray) -> None:
         with self._lock:
@@ -88,8 +89,7 @@ class _Drift:
         return self._monitor.compute().to_dict()
 
     def report(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._report()
-        return result
+        return self._report()
 
 
 class _Feedback:
@@ -164,7 +164,7 @@ class _PredLog:
         self._logger.maybe_log(request_id, self._model, self._version, x, predictions)
 
 
-def _load_reference(spec: api.ModelVersionSpec, settings: ServeSettings) -> Any:
+def _load_reference(spec: api.ModelVersionSpec, settings: ServeSettings) -> drift.ReferenceStats:
     uri = spec.artifact.reference_stats_uri
     assert uri is not None
     where = f"ModelVersion {spec.model} v{spec.version}: reference statistics {uri}"
@@ -174,12 +174,11 @@ def _load_reference(spec: api.ModelVersionSpec, settings: ServeSettings) -> Any:
     except (artifacts.ArtifactError, OSError) as e:
         raise StartupError(f"{where}: cannot read: {e}") from e
     if spec.artifact.reference_stats_sha256 is not None:
-        digest = artifacts.sha256_file(path)
-        if digest != spec.artifact.reference_stats_sha256:
-            raise StartupError(
-                f"{where}: integrity check failed: sha256 is {digest}, the ModelVersion"
-                f" records {spec.artifact.reference_stats_sha256}"
-            )
+        digest = hashlib.sha256(data).hexdigest()  # the bytes already read, not the file again
+        try:
+            artifacts.verify_sha256(digest, spec.artifact.reference_stats_sha256, str(path))
+        except artifacts.ArtifactIntegrityError as e:
+            raise StartupError(f"{where}: integrity check failed: {e}") from e
     try:
         return drift.ReferenceStats.from_json(data)
     except drift.ReferenceStatsError as e:

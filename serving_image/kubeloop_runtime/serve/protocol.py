@@ -26,7 +26,8 @@ _COMPAT: dict[str, frozenset[str]] = {
     "string": frozenset({"BYTES"}),
     "bool": frozenset({"BOOL"}),
 }
-OUTPUT_DATATYPE = {"float64": "FP64", "int64": "INT64", "string": "BYTES", "bool": "BOOL"}
+# The V2 tensor datatype of each signature dtype (metadata inputs, and the predict output).
+V2_DATATYPE = {"float64": "FP64", "int64": "INT64", "string": "BYTES", "bool": "BOOL"}
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -68,7 +69,8 @@ class Codec:
         self.max_rows = max_rows
         self.classifier = task is api.Task.CLASSIFICATION
         self.n_classes = n_classes
-        self.output_datatype = OUTPUT_DATATYPE[signature.output.dtype]
+        self.label_dtype = signature.output.dtype
+        self.output_datatype = V2_DATATYPE[self.label_dtype]
         self.array_dtype: Any = np.float64 if self.numeric else object
 
     # ------------------------------------------------------------------ values
@@ -80,10 +82,14 @@ class Codec:
             if t is float or t is int:
                 return v
         elif dtype == "int64":
-            if t is int:
-                return v
             if t is float and v.is_integer():
-                return int(v)
+                v, t = int(v), int
+            if t is int:
+                if not _INT64_MIN <= v <= _INT64_MAX:  # would wrap silently when cast
+                    raise InvalidInputError(
+                        f"{where} (feature {self.names[k]!r}): {v} is out of the int64 range"
+                    )
+                return v
             if t is float:
                 raise InvalidInputError(
                     f"{where} (feature {self.names[k]!r}): expected an integer, got {_show(v)}"
@@ -394,6 +400,37 @@ class Codec:
         for k, col in enumerate(cols):
             x[:, k] = col
         return x
+
+    # ------------------------------------------------------------------ feedback
+    def decode_feedback(self, body: Any) -> tuple[str, list[Any]]:
+        """A feedback body ``{"id": request id, "labels": [...]}``: the id and the labels."""
+        if type(body) is not dict:
+            raise InvalidInputError('body: expected {"id": request id, "labels": [...]}')
+        unknown = set(body) - {"id", "labels"}
+        if unknown:
+            raise InvalidInputError(f"body: unknown field(s) {', '.join(sorted(unknown))}")
+        rid = body.get("id")
+        if type(rid) is not str or not 1 <= len(rid) <= 128:
+            raise InvalidInputError("id: the request id of the prediction (a string) is required")
+        labels = body.get("labels")
+        if type(labels) is not list or not labels:
+            raise InvalidInputError("labels: a non-empty list of true labels is required")
+        if len(labels) > self.max_rows:
+            raise InvalidInputError(f"labels: more than {self.max_rows} labels")
+        return rid, [self._label(v, i) for i, v in enumerate(labels)]
+
+    def _label(self, v: Any, i: int) -> Any:
+        kind = self.label_dtype
+        t = type(v)
+        if kind == "string" and t is str:
+            return v
+        if kind == "bool" and t is bool:
+            return v
+        if kind == "int64" and (t is int or (t is float and v.is_integer())):
+            return int(v)
+        if kind == "float64" and (t is int or t is float):
+            return float(v)
+        raise InvalidInputError(f"labels[{i}]: expected a {kind} label, got {v!r}")
 
     # ------------------------------------------------------------------ responses
     def v2_outputs(

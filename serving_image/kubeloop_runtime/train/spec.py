@@ -35,8 +35,9 @@ def parse_spec(text: str, *, origin: str = "spec") -> api.TrainingJobSpec:
             f"{origin} must be a mapping (a TrainingJob manifest or its spec),"
             f" got {type(doc).__name__}"
         )
-    body: Any = doc.get("spec", doc) if "spec" in doc else doc
+    body: Any = doc
     if "spec" in doc:
+        body = doc["spec"]
         kind = doc.get("kind")
         if kind is not None and kind != "TrainingJob":
             raise InvalidSpecError(f"{origin}: kind must be TrainingJob, got {kind!r}")
