@@ -170,9 +170,8 @@ class World:
         self.wait(lambda: self._ready_mv("iris-v1"), "iris-v1 to be registered and Ready")
         # As a user would (`kubectl patch --type merge`): no resourceVersion precondition, so
         # the operator's own status writes on iris-v1 cannot make this step conflict.
-        self.kube.patch(
-            api.API_VERSION, "ModelVersion", self.ns, "iris-v1", {"spec": {"aliases": ["production"]}}
-        )
+        aliases = {"spec": {"aliases": ["production"]}}
+        self.kube.patch(api.API_VERSION, "ModelVersion", self.ns, "iris-v1", aliases)
         self.wait(lambda: self.alias_holder() == "iris-v1", "alias production on iris-v1")
 
     def _ready_mv(self, name: str) -> dict[str, Any] | None:
