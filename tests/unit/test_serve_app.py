@@ -533,3 +533,34 @@ def test_int64_feature_out_of_range_is_a_400_not_a_wrapped_value() -> None:
             codec.decode_v1({"instances": [[bad, 1.0]]}, False)
         with pytest.raises(InvalidInputError, match=r"instances\[0\]\.n.*int64 range"):
             codec.decode_v1({"instances": [{"n": bad, "x": 1.0}]}, False)
+
+
+def test_drift_flags_stay_off_in_distribution_and_turn_on_for_a_two_std_shift(
+    runner: asyncio.Runner, models: dict[str, BuiltModel]
+) -> None:
+    """Through the server: rows from the training distribution raise no flag; moving one
+    feature's mean by two standard deviations flags that feature, and only it, in one window."""
+    from sklearn.datasets import load_iris
+
+    window = 150
+    env = {"KUBELOOP_SERVING": json.dumps({"monitoring": {"drift": {"windowSize": window}}})}
+    x_all = load_iris().data
+    rng = np.random.default_rng(7)
+
+    def drifted(rows: np.ndarray) -> dict[str, bool]:
+        srv = Server(runner, _settings(models["iris"], "--name", "iris", env=env))
+        for chunk in np.array_split(rows, 5):
+            r = srv.request("POST", "/v2/models/iris/infer", body=_v2(chunk))
+            assert r.status_code == 200, r.text
+        report = srv.request("GET", "/v2/models/iris/drift").json()
+        assert report["window_count"] == window
+        return {f["name"]: f["drifted"] for f in report["features"]}
+
+    same = x_all[rng.integers(0, len(x_all), window)]
+    assert not any(drifted(same).values()), "no feature drifts on training-like data"
+
+    shifted = x_all[rng.integers(0, len(x_all), window)].copy()
+    shifted[:, 0] += 2 * x_all[:, 0].std()
+    flags = drifted(shifted)
+    assert flags["sepal length (cm)"] is True
+    assert not any(v for k, v in flags.items() if k != "sepal length (cm)"), flags
