@@ -7,12 +7,13 @@ kube-apiserver; ``OperatorProcess`` runs the real ``kubeloop-operator`` as a sub
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +40,31 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}") from last_exc
+
+
+def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The condition ``type_`` in ``obj``'s ``status.conditions``; {} when it is not there."""
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def is_true(obj: Mapping[str, Any] | None, type_: str) -> bool:
+    """Whether ``obj`` has condition ``type_`` with status True."""
+    return condition(obj, type_).get("status") == "True"
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the first sample of ``name`` in Prometheus text ``text`` whose labels
+    include ``labels``; None when there is none."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ import pytest
 from kubeloop.kube import Kube
 from kubeloop.reconcile import inferenceservice as r
 from kubeloop_runtime import api
-from tests.integration.harness import OperatorProcess, wait_for
+from tests.integration.harness import OperatorProcess, condition, is_true, wait_for
+from tests.integration.harness import metric as scraped
 
 ISVC = "iris"
 STABLE = "iris-predictor"
@@ -97,8 +97,7 @@ def create_mv(
 
     def ready() -> bool:
         mv = kube.get(api.API_VERSION, "ModelVersion", namespace, f"iris-v{version}")
-        conds = ((mv or {}).get("status") or {}).get("conditions")
-        ok = any(c["type"] == "Ready" and c["status"] == "True" for c in conds or [])
+        ok = is_true(mv, "Ready")
         confirmed = ((mv or {}).get("status") or {}).get("aliases") or []
         return ok and all(a in confirmed for a in aliases or [])
 
@@ -126,18 +125,11 @@ def patch_isvc(kube: Kube, namespace: str, patch: dict[str, Any]) -> None:
     kube.patch(api.API_VERSION, "InferenceService", namespace, ISVC, patch)
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
-
-
 def wait_ready(kube: Kube, namespace: str, serving: str) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         obj = isvc(kube, namespace)
         st = obj.get("status") or {}
-        ok = condition(obj, "Ready").get("status") == "True"
+        ok = is_true(obj, "Ready")
         return obj if ok and st.get("servingVersion") == serving else None
 
     return wait_for(check, timeout=TIMEOUT, what=f"InferenceService serving {serving} Ready")
@@ -175,20 +167,13 @@ def ready_pods(kube: Kube, namespace: str, role: str, version: str) -> int:
             continue
         if p["metadata"]["labels"].get(api.LABEL_MODELVERSION) != version:
             return -1  # a pod of another version is still there
-        conds = (p.get("status") or {}).get("conditions") or []
-        n += any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+        n += is_true(p, "Ready")
     return n
 
 
 def metric(op: OperatorProcess, name: str, **labels: str) -> float:
-    text = op.metrics()
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    """The operator's current value of ``name`` for ``labels``; 0 when it has no such series."""
+    return scraped(op.metrics(), name, **labels) or 0.0
 
 
 # ----------------------------------------------------------------------------- tests

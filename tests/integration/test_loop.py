@@ -28,7 +28,7 @@ from sklearn.datasets import load_iris
 from kubeloop import cli
 from kubeloop.kube import Kube
 from kubeloop_runtime import api
-from tests.integration.harness import Cluster, OperatorProcess, wait_for
+from tests.integration.harness import Cluster, OperatorProcess, condition, is_true, wait_for
 
 ISVC = "iris-svc"
 STABLE = f"{ISVC}-predictor"
@@ -89,10 +89,7 @@ class World:
         return self.isvc().get("status") or {}
 
     def condition(self, type_: str) -> dict[str, Any]:
-        for c in self.status().get("conditions") or []:
-            if c["type"] == type_:
-                return dict(c)
-        return {}
+        return condition(self.isvc(), type_)
 
     def retrains(self) -> list[dict[str, Any]]:
         return self.kube.list(
@@ -176,12 +173,7 @@ class World:
 
     def _ready_mv(self, name: str) -> dict[str, Any] | None:
         mv = self.get("ModelVersion", name)
-        if mv is None:
-            return None
-        ready = [
-            c for c in (mv.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"
-        ]
-        return mv if ready and ready[0]["status"] == "True" else None
+        return mv if is_true(mv, "Ready") else None
 
     def serve(self, retraining: dict[str, Any], drift_share: float = 0.25) -> None:
         self.kube.create(
@@ -271,10 +263,7 @@ def retraining_policy(**overrides: Any) -> dict[str, Any]:
 
 def finished(w: World, name: str) -> dict[str, Any] | None:
     tj = w.get("TrainingJob", name)
-    for c in (tj or {}).get("status", {}).get("conditions") or []:
-        if c["type"] == "Succeeded" and c["status"] in ("True", "False"):
-            return tj
-    return None
+    return tj if condition(tj, "Succeeded").get("status") in ("True", "False") else None
 
 
 # ----------------------------------------------------------------------------- tests

@@ -16,7 +16,7 @@ from kubernetes import client, watch
 from kubeloop.kube import Kube
 from kubeloop.registry import resolve_alias
 from kubeloop_runtime import api
-from tests.integration.harness import Cluster, OperatorProcess, wait_for
+from tests.integration.harness import Cluster, OperatorProcess, condition, is_true, wait_for
 
 TIMEOUT = 60
 
@@ -64,20 +64,13 @@ def get(kube: Kube, ns: str, name: str) -> dict[str, Any]:
     return obj
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
-
-
 def confirmed(obj: dict[str, Any]) -> list[str]:
     return list((obj.get("status") or {}).get("aliases") or [])
 
 
 def ready(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
     obj = get(kube, ns, name)
-    return obj if condition(obj, "Ready").get("status") == "True" else None
+    return obj if is_true(obj, "Ready") else None
 
 
 class HolderWatch:

@@ -14,7 +14,7 @@ from kubernetes import client
 
 from kubeloop.kube import Kube
 from kubeloop_runtime import api
-from tests.integration.harness import OperatorProcess, wait_for
+from tests.integration.harness import OperatorProcess, condition, metric, wait_for
 
 TIMEOUT = 120
 RESTRICTED_CONTAINER = {
@@ -59,13 +59,6 @@ def tj(kube: Kube, ns: str, name: str) -> dict[str, Any]:
     return obj
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
-
-
 def finished(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
     obj = tj(kube, ns, name)
     c = condition(obj, "Succeeded")
@@ -87,17 +80,6 @@ def jobs_of(kube: Kube, ns: str, name: str) -> list[dict[str, Any]]:
 
 def versions_of(kube: Kube, ns: str, model: str) -> list[dict[str, Any]]:
     return kube.list(api.API_VERSION, "ModelVersion", ns, labels={api.LABEL_MODEL: model})
-
-
-def metric(text: str, name: str, **labels: str) -> float | None:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        got = ",".join(sorted(line[len(name) + 1 : line.rindex("}")].split(",")))
-        if got == want:
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 # ------------------------------------------------------------------------------ tests

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from kubeloop import kube as kube_mod
 from kubeloop import metrics as m
 from kubeloop.builders import predictor as b
+from kubeloop.handlers._events import as_body
 from kubeloop.handlers._instrument import reconciling
 from kubeloop.metrics import OperatorMetrics
 from kubeloop.reconcile import inferenceservice as r
@@ -37,15 +38,12 @@ KIND = "InferenceService"
 RESYNC_SECONDS = 30.0
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
-log = logging.getLogger(__name__)
+# Serialises every writer of one InferenceService in this process: this controller's
+# reconcile and the closed loop's tick (both write status.conditions).
+locks = KeyedLocks()
 
 
 # ----------------------------------------------------------------------------- plumbing
-
-
-@kopf.on.startup()
-def _setup_inferenceservice(memo: kopf.Memo, **_: Any) -> None:
-    memo.isvc_locks = KeyedLocks()
 
 
 @kopf.index(api.GROUP, api.VERSION, api.INFERENCESERVICES)
@@ -141,7 +139,7 @@ def model_version_event(
 def reconcile(memo: kopf.Memo, namespace: str, name: str, logger: Logger) -> str | None:
     """Reconcile one InferenceService; returns the message when its spec is invalid."""
     metrics: OperatorMetrics = memo.metrics
-    with memo.isvc_locks(namespace, name), reconciling(metrics, m.INFERENCESERVICE):
+    with locks(namespace, name), reconciling(metrics, m.INFERENCESERVICE):
         return _reconcile(
             kube=memo.kube,
             settings=memo.settings,
@@ -197,15 +195,15 @@ def _reconcile(
     )
     for obj in plan.apply:
         applied = kube.apply(obj)
-        if obj["kind"] == "Deployment":
-            if obj["metadata"]["name"] == b.predictor_name(name):
-                if stable_dep is None:
-                    logger.info("Created Deployment %s/%s", namespace, obj["metadata"]["name"])
-                stable_dep = applied
-            else:
-                if canary_dep is None:
-                    logger.info("Created Deployment %s/%s", namespace, obj["metadata"]["name"])
-                canary_dep = applied
+        if obj["kind"] != "Deployment":
+            continue
+        is_stable = obj["metadata"]["name"] == b.predictor_name(name)
+        if (stable_dep if is_stable else canary_dep) is None:
+            logger.info("Created Deployment %s/%s", namespace, obj["metadata"]["name"])
+        if is_stable:
+            stable_dep = applied
+        else:
+            canary_dep = applied
     for ref in plan.delete:
         if kube.delete(ref.api_version, ref.kind, namespace, ref.name):
             logger.info("Deleted %s %s/%s", ref.kind, namespace, ref.name)
@@ -284,7 +282,7 @@ def _observe_transitions(
 
 def _event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     """Post a Kubernetes Event on the InferenceService (kopf reads only its reference)."""
-    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message)
+    kopf.event(as_body(body), type=type_, reason=reason, message=message)
 
 
 # ----------------------------------------------------------------------------- for the loop

@@ -25,25 +25,24 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from kubeloop import signals as sig
 from kubeloop.builders import predictor as b
 from kubeloop.conditions import set_conditions
+from kubeloop.handlers import inferenceservice
+from kubeloop.handlers._events import as_body
 from kubeloop.kube import Kube
 from kubeloop.metrics import OperatorMetrics
 from kubeloop.reconcile import inferenceservice as r
 from kubeloop.reconcile import loop
-from kubeloop.registry import KeyedLocks
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 
 KIND = "InferenceService"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
-
-log = logging.getLogger(__name__)
 
 
 def wants_loop(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
@@ -62,13 +61,6 @@ def _when(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------- kopf
-
-
-@kopf.on.startup()
-def _setup_loop(memo: kopf.Memo, **_: Any) -> None:
-    # The InferenceService controller makes these too; whoever starts first wins.
-    if not hasattr(memo, "isvc_locks"):
-        memo.isvc_locks = KeyedLocks()
 
 
 @kopf.daemon(
@@ -150,7 +142,7 @@ def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | No
     if r.desired_canary(spec, body.get("status")) is not None:
         canary_stats = sig.read_canary(name, pods, settings.signal_timeout)
 
-    with memo.isvc_locks(namespace, name):
+    with inferenceservice.locks(namespace, name):
         body = kube.get(api.API_VERSION, KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
@@ -163,8 +155,6 @@ def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | No
         kube.patch(api.API_VERSION, KIND, namespace, name, plan.spec_patch)
         logger.info("Patched InferenceService %s/%s: %s", namespace, name, plan.spec_patch)
     elif canary_changed:
-        from kubeloop.handlers import inferenceservice  # noqa: PLC0415 (registered module)
-
         inferenceservice.reconcile(memo, namespace, name, logger)
     return plan
 
@@ -262,4 +252,4 @@ def _act(
         kube.patch_status(api.API_VERSION, KIND, ns, name, changed)
     for ev in plan.events:
         logger.info("%s: %s", ev.reason, ev.message)
-        kopf.event(cast(kopf.Body, body), type=ev.type, reason=ev.reason, message=ev.message)
+        kopf.event(as_body(body), type=ev.type, reason=ev.reason, message=ev.message)

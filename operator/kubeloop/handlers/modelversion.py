@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -22,13 +22,15 @@ from pydantic import ValidationError
 
 from kubeloop import registry
 from kubeloop.builders.modelversion import labels as mv_labels
-from kubeloop.conditions import Condition, get_condition
+from kubeloop.conditions import MESSAGE_MAX, Condition, get_condition
+from kubeloop.handlers._events import as_body
 from kubeloop.handlers._instrument import instrumented
 from kubeloop.kube import Kube
 from kubeloop.metrics import MODELVERSION, OperatorMetrics
 from kubeloop.reconcile import modelversion as rec
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
+from kubeloop_runtime.train.spec import format_validation_error
 
 KIND = "ModelVersion"
 
@@ -36,11 +38,6 @@ _model_locks = registry.KeyedLocks()
 # (namespace, name) -> label values of the kubeloop_model_version_info series we export.
 _info_series: dict[tuple[str, str], tuple[str, ...]] = {}
 _metric_series: dict[tuple[str, str], list[tuple[str, ...]]] = {}
-
-
-def _as_body(obj: dict[str, Any]) -> kopf.Body:
-    """A kopf view of an object we read ourselves, for posting Events about it."""
-    return kopf.Body(cast(kopf.RawBody, obj))
 
 
 # ------------------------------------------------------------------------ verification
@@ -206,22 +203,14 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
     ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     old = dict(body.get("status") or {})
     try:
-        spec: api.ModelVersionSpec | None = api.ModelVersionSpec.model_validate(
-            body.get("spec") or {}
-        )
-        invalid = None
+        spec = api.ModelVersionSpec.model_validate(body.get("spec") or {})
     except ValidationError as e:
-        spec = None
-        invalid = "; ".join(
-            f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )[:1024]
-
-    if spec is None:
+        invalid = format_validation_error(e)[:MESSAGE_MAX]
         conds = [rec.ready_condition(None, rec.artifact_condition(None), invalid)]
         status = rec.desired_status(old=old, generation=generation, conditions=conds)
         if any(old.get(k) != v for k, v in status.items()):
             kube.patch_status(api.API_VERSION, KIND, ns, name, status)
-        raise kopf.PermanentError(f"invalid ModelVersion spec: {invalid}")
+        raise kopf.PermanentError(f"invalid ModelVersion spec: {invalid}") from e
 
     _ensure_labels(kube, body, spec)
     artifact = _artifact_condition(spec, old, settings, recheck)
@@ -235,7 +224,7 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
             logger.info("ModelVersion is Ready (%s)", ready.reason)
         else:
             logger.warning("ModelVersion is not Ready (%s): %s", ready.reason, ready.message)
-            kopf.warn(_as_body(body), reason=ready.reason, message=ready.message)
+            kopf.warn(as_body(body), reason=ready.reason, message=ready.message)
 
     plan = move_aliases(kube, ns, spec.model, logger)
     current = kube.get(api.API_VERSION, KIND, ns, name)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -30,13 +30,15 @@ from kubeloop.builders.modelversion import (
     build_model_version,
     model_version_spec,
 )
-from kubeloop.conditions import Condition, set_conditions
+from kubeloop.conditions import MESSAGE_MAX, Condition, set_conditions
+from kubeloop.handlers._events import as_body
 from kubeloop.handlers._instrument import instrumented, reconciling
 from kubeloop.kube import Kube
 from kubeloop.metrics import TRAININGJOB, OperatorMetrics
 from kubeloop.reconcile import trainingjob as rec
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
+from kubeloop_runtime.train.spec import format_validation_error
 
 KIND = "TrainingJob"
 MAX_ALLOCATION_ATTEMPTS = 20
@@ -48,11 +50,6 @@ _locks = registry.KeyedLocks()
 
 def _ref(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
-
-
-def _as_body(obj: dict[str, Any]) -> kopf.Body:
-    """A kopf view of an object we read ourselves, for posting Events about it."""
-    return kopf.Body(cast(kopf.RawBody, obj))
 
 
 # ------------------------------------------------------------------------ registration
@@ -114,7 +111,7 @@ def _register(
             mv_name = obj["metadata"]["name"]
             logger.info("Created ModelVersion %s/%s", ns, mv_name)
             kopf.info(
-                _as_body(tj),
+                as_body(tj),
                 reason="Registered",
                 message=f"Registered ModelVersion {mv_name} (version {version})",
             )
@@ -135,9 +132,7 @@ def _register(
 
 def _invalid(kube: Kube, tj: dict[str, Any], error: ValidationError) -> None:
     meta, old = tj["metadata"], tj.get("status") or {}
-    message = "; ".join(
-        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-    )[:1024]
+    message = format_validation_error(error)[:MESSAGE_MAX]
     conditions = set_conditions(
         old.get("conditions"),
         [Condition(api.COND_SUCCEEDED, "False", "InvalidSpec", message)],
@@ -212,7 +207,7 @@ def _reconcile(
         created = kube.create(build_job(name, ns, uid, spec, settings, champion=champion))
         if created is not None:
             logger.info("Created Job %s/%s", ns, jname)
-            kopf.info(_as_body(tj), reason="JobCreated", message=f"Created Job {jname}")
+            kopf.info(as_body(tj), reason="JobCreated", message=f"Created Job {jname}")
             job = created
         else:
             job = kube.get("batch/v1", "Job", ns, jname)
@@ -298,10 +293,10 @@ def _finished(
     reason, message = str(status.get("reason", "")), str(status.get("message", ""))
     if outcome == "succeeded":
         logger.info("TrainingJob succeeded: %s", message)
-        kopf.info(_as_body(tj), reason=reason, message=message)
+        kopf.info(as_body(tj), reason=reason, message=message)
     else:
         logger.warning("TrainingJob failed (%s): %s", reason, message)
-        kopf.warn(_as_body(tj), reason=reason, message=message)
+        kopf.warn(as_body(tj), reason=reason, message=message)
 
 
 # ---------------------------------------------------------------------------- handlers

@@ -26,6 +26,7 @@ from kubeloop.conditions import Condition, Status, get_condition, set_conditions
 from kubeloop.reconcile import loop
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
+from kubeloop_runtime.train.spec import format_validation_error
 
 Obj = dict[str, Any]
 
@@ -61,7 +62,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> api.InferenceServiceSpec:
     try:
         spec = api.InferenceServiceSpec.model_validate(raw or {})
     except ValidationError as e:
-        raise InvalidSpecError(f"invalid spec: {e}") from e
+        raise InvalidSpecError(format_validation_error(e)) from e
     r = spec.rollout
     if _is_zero(r.max_surge) and _is_zero(r.max_unavailable):
         raise InvalidSpecError(
