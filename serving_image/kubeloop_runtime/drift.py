@@ -306,10 +306,11 @@ def _numeric_reference(
 def _categorical_reference(
     name: str, series: pd.Series, max_categories: int
 ) -> CategoricalReference:
+    # Key each distinct value once (the key depends on the value alone), not every row.
     counts: dict[str, int] = {}
-    for v in series.tolist():
+    for v, n in series.value_counts(dropna=False, sort=False).items():
         k = category_key(v)
-        counts[k] = counts.get(k, 0) + 1
+        counts[k] = counts.get(k, 0) + int(n)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     top = [(k, c) for k, c in ranked if k != OTHER][:max_categories]
     total = len(series)
