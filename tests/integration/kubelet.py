@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -153,9 +152,10 @@ class ProcessKubelet:
 
     # ------------------------------------------------------------------ training pods
 
-    def _container_env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
-        env = {e["name"]: e.get("value", "") for e in container.get("env") or [] if "value" in e}
-        return env
+    @staticmethod
+    def _container_env(container: dict[str, Any]) -> dict[str, str]:
+        """The container's literal env values (the operator sets no valueFrom)."""
+        return {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
 
     def _volumes(self, pod: dict[str, Any], workdir: Path) -> dict[str, Path]:
         """Materialise the pod's volumes locally: volume name -> local directory."""
@@ -205,7 +205,7 @@ class ProcessKubelet:
         workdir = self.workdir / "pods" / meta["name"]
         workdir.mkdir(parents=True, exist_ok=True)
         vols = self._volumes(pod, workdir)
-        env = self._container_env(pod, container)
+        env = self._container_env(container)
         artifact_mount = env.get("KUBELOOP_ARTIFACT_ROOT", api.ARTIFACT_MOUNT_PATH)
         data_mount = env.get("KUBELOOP_DATA_ROOT", api.DATA_MOUNT_PATH)
         # The artifact PVC maps to the shared artifact_root (the serving side reads it too).
@@ -285,7 +285,7 @@ class ProcessKubelet:
         container = pod["spec"]["containers"][0]
         workdir = self.workdir / "pods" / meta["name"]
         workdir.mkdir(parents=True, exist_ok=True)
-        env = self._container_env(pod, container)
+        env = self._container_env(container)
         ip = pod["status"]["podIP"]
         cmd = [*(container.get("command") or []), *(container.get("args") or [])]
         exe = shutil.which("kubeloop-serve") or str(Path(sys.executable).parent / "kubeloop-serve")
@@ -332,7 +332,3 @@ def _mount_volume(container: dict[str, Any], mount_path: str) -> str | None:
         if m["mountPath"].rstrip("/") == mount_path.rstrip("/"):
             return str(m["name"])
     return None
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True, default=str)
