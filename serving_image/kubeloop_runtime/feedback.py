@@ -34,6 +34,7 @@ __all__ = [
     "FeedbackResult",
     "FeedbackStore",
     "InvalidLabelsError",
+    "RequestIdConflictError",
     "RequestIdGenerator",
     "UnknownRequestError",
     "VersionMetrics",
@@ -74,6 +75,12 @@ class UnknownRequestError(FeedbackError, KeyError):
 
 class DuplicateFeedbackError(FeedbackError):
     """This request id already received its feedback."""
+
+    http_status = 409
+
+
+class RequestIdConflictError(FeedbackError):
+    """A prediction for other rows already holds this request id."""
 
     http_status = 409
 
@@ -153,6 +160,7 @@ class _Entry:
     predictions: tuple[object, ...]
     version: str
     labelled: bool = False
+    fingerprint: object = None  # of the request's rows: tells a retry from a reused id
 
 
 class _Rolling:
@@ -230,19 +238,40 @@ class FeedbackStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def record(self, request_id: str, predictions: Iterable[object], version: str) -> None:
+    def conflicts(self, request_id: str, fingerprint: object) -> bool:
+        """Whether ``request_id`` already names a remembered prediction of other rows."""
+        with self._lock:
+            entry = self._entries.get(request_id)
+            return entry is not None and entry.fingerprint != fingerprint
+
+    def record(
+        self,
+        request_id: str,
+        predictions: Iterable[object],
+        version: str,
+        fingerprint: object = None,
+    ) -> None:
         """Remember a request's predictions (one per input row) for later feedback.
 
-        Recording an id again replaces its predictions and makes it the newest.
-        With ``capacity`` 0 nothing is remembered.
+        An id names one prediction: recording it again for the same rows (``fingerprint``,
+        a retry) keeps the first record; for other rows it raises
+        :class:`RequestIdConflictError` and the first record stays. With ``capacity`` 0
+        nothing is remembered.
         """
-        entry = _Entry(tuple(_scalar(p) for p in predictions), version)
+        entry = _Entry(tuple(_scalar(p) for p in predictions), version, fingerprint=fingerprint)
         with self._lock:
-            self._recorded += 1
             if self.capacity == 0:
+                self._recorded += 1
                 return
-            if request_id in self._entries:
-                self._entries.move_to_end(request_id)
+            held = self._entries.get(request_id)
+            if held is not None:
+                if held.fingerprint != fingerprint:
+                    raise RequestIdConflictError(
+                        f"request id {request_id!r} already names an earlier prediction of"
+                        " other rows; use a new id per request"
+                    )
+                return  # a retry of the same request: the first record stands
+            self._recorded += 1
             self._entries[request_id] = entry
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)

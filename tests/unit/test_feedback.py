@@ -13,6 +13,7 @@ from kubeloop_runtime.feedback import (
     DuplicateFeedbackError,
     FeedbackStore,
     InvalidLabelsError,
+    RequestIdConflictError,
     RequestIdGenerator,
     UnknownRequestError,
 )
@@ -91,15 +92,16 @@ def test_oldest_predictions_are_evicted_first() -> None:
     assert (c.recorded, c.evicted, c.unknown, c.labelled, c.remembered) == (5, 2, 2, 3, 3)
 
 
-def test_recording_an_id_again_makes_it_newest() -> None:
+def test_an_id_names_one_prediction_a_retry_keeps_the_first() -> None:
     store = FeedbackStore(capacity=2, window=10, task=Task.CLASSIFICATION)
-    store.record("a", [0], "1")
-    store.record("b", [0], "1")
-    store.record("a", [1], "1")
-    store.record("c", [0], "1")  # evicts b, not a
-    with pytest.raises(UnknownRequestError):
-        store.feedback("b", [0])
-    assert store.feedback("a", [1]).correct == 1
+    store.record("a", [0], "1", fingerprint="rows-1")
+    store.record("a", [0], "1", fingerprint="rows-1")  # a retry of the same request
+    with pytest.raises(RequestIdConflictError, match="already names") as e:
+        store.record("a", [1], "1", fingerprint="rows-2")  # other rows, same id
+    assert e.value.http_status == 409
+    assert store.conflicts("a", "rows-2") and not store.conflicts("a", "rows-1")
+    assert store.counters().recorded == 1
+    assert store.feedback("a", [0]).correct == 1  # scored against the first prediction
 
 
 def test_feedback_is_accepted_once() -> None:

@@ -292,7 +292,7 @@ BAD: list[tuple[str, str, str, Any, int, str]] = [
      "holds integers"),
     ("v2-bool", "POST", "/v2/models/iris/infer", _t([5.1, 3.5, False, 0.2]), 400, "got false"),
     ("v2-bytes-for-numbers", "POST", "/v2/models/iris/infer",
-     _t(["5.1", "3.5", "1.4", "0.2"], datatype="BYTES"), 400, "expected a number"),
+     _t(["5.1", "3.5", "1.4", "0.2"], datatype="BYTES"), 400, "BYTES cannot carry feature"),
     ("v2-empty", "POST", "/v2/models/iris/infer", _t([], shape=[0, 4]), 400, "empty batch"),
     ("v2-no-inputs", "POST", "/v2/models/iris/infer", {"inputs": []}, 400, "inputs"),
     ("v2-bad-output", "POST", "/v2/models/iris/infer", {**_t(ROW), "outputs": [{"name": "x"}]},

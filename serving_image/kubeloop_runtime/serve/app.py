@@ -155,10 +155,17 @@ class App:
             await self._infer("v2", scope, receive, send)
         elif action == "feedback":
             self._allow(method, ("POST",), path)
-            body = await self._json_body(
-                scope, receive, _header(scope, b"content-type"), _header(scope, b"content-length")
-            )
-            rid, labels = self.dp.codec.decode_feedback(body)
+            try:
+                body = await self._json_body(
+                    scope,
+                    receive,
+                    _header(scope, b"content-type"),
+                    _header(scope, b"content-length"),
+                )
+                rid, labels = self.dp.codec.decode_feedback(body)
+            except ServeError:
+                self.dp.feedback_refused()  # counted as result="invalid"
+                raise
             await _send_json(send, 200, self.dp.record_feedback(rid, labels))
         elif action == "drift":
             self._allow(method, ("GET",), path)
@@ -261,9 +268,7 @@ class App:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as e:
-            raise MalformedBodyError(
-                f"body: malformed JSON (NaN and Infinity are not JSON): {e}"
-            ) from e
+            raise MalformedBodyError(f"body: malformed JSON: {json_problem(e)}") from e
 
     async def _read_body(self, receive: Receive, length: bytes | None) -> bytes:
         limit = self.max_body
@@ -327,6 +332,26 @@ class App:
     async def _openapi_json(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
         await send({"type": "http.response.body", "body": self._openapi})
+
+
+def json_problem(e: orjson.JSONDecodeError) -> str:
+    """What is wrong with a body orjson refused, in words, with the place it found it."""
+    doc: str = e.doc
+    pos: int = e.pos
+    where = f"line {e.lineno}, column {e.colno} (char {pos})"
+    rest = doc[pos:].lstrip()
+    if not doc.strip():
+        return "the body holds only whitespace; send a JSON object"
+    if pos >= len(doc.rstrip()) or not rest:
+        return f"the body ends early, at {where}: it is truncated or a bracket is not closed"
+    signed = doc[pos - 1 : pos] == "-"
+    for word in ("NaN", "Infinity"):
+        if rest.startswith(word):
+            shown = f"-{word}" if signed else word
+            return f"{shown} at {where} is not a JSON number (JSON has no NaN or Infinity)"
+    if "infinity when parsed" in e.msg:
+        return f"the number at {where} overflows a double"
+    return f"{e.msg} at {where}"
 
 
 def _server_version() -> str:

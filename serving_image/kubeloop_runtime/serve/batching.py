@@ -10,6 +10,11 @@ arrival and their submission); a lone request is predicted at once. Under load, 
 that arrive while a batch is being predicted are queued and form the next batch, so the
 batch size follows the load without any waiting.
 
+A failing model call never fails innocent requests: when a batch of several requests
+raises, each request is predicted again on its own, so only the request whose rows the
+model refuses fails (with :class:`~.errors.ModelInputError` for a ``ValueError``, which is
+how scikit-learn refuses input; anything else is re-raised as the bug it is).
+
 ``in_thread`` runs the model in a single worker thread so the event loop keeps reading
 requests while the model predicts; they form the next batch. Measured faster than
 predicting inline even for ONNX calls of tens of microseconds (docs/serving.md).
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kubeloop_runtime.serve.errors import ModelInputError
 from kubeloop_runtime.serve.model import Prediction
+
+log = logging.getLogger(__name__)
 
 PredictFn = Callable[[np.ndarray, bool], Prediction]
 BatchObserver = Callable[[int, float], None]
@@ -42,6 +51,15 @@ class _Item:
 
     def __post_init__(self) -> None:
         self.n = int(self.x.shape[0])
+
+
+def _alone(e: Exception) -> Exception:
+    """The error one request gets when the model fails on its rows alone."""
+    if isinstance(e, ValueError):
+        err = ModelInputError(f"the model could not predict these rows: {e}")
+        err.__cause__ = e
+        return err
+    return e
 
 
 class MicroBatcher:
@@ -150,10 +168,19 @@ class MicroBatcher:
                 pred = await loop.run_in_executor(self._executor, self._predict, x, proba)
             else:
                 pred = self._predict(x, proba)
-        except Exception as e:  # a model failure fails every request of the batch
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(e)
+        except Exception as e:
+            if len(batch) > 1:  # isolate: one request's rows must not fail the others
+                log.warning(
+                    "A batch of %d requests failed (%s: %s); predicting each alone",
+                    len(batch), type(e).__name__, e,
+                )  # fmt: skip
+                for item in batch:
+                    if not item.future.done():
+                        await self._execute([item], item.n)
+                return
+            item = batch[0]
+            if not item.future.done():
+                item.future.set_exception(_alone(e))
             return
         if self._on_batch is not None:
             self._on_batch(rows, time.perf_counter() - t0)
@@ -166,10 +193,12 @@ class MicroBatcher:
         for item in batch:
             end = start + item.n
             if not item.future.done():
+                bad = pred.bad[start:end] if pred.bad is not None else None
                 item.future.set_result(
                     Prediction(
                         labels=pred.labels[start:end],
                         proba=pred.proba[start:end] if pred.proba is not None else None,
+                        bad=bad if bad is not None and bad.any() else None,
                     )
                 )
             start = end

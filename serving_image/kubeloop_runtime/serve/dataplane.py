@@ -17,7 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from kubeloop_runtime.serve.batching import MicroBatcher
-from kubeloop_runtime.serve.errors import InvalidInputError, NotReadyError
+from kubeloop_runtime.serve.errors import (
+    InvalidInputError,
+    NonFiniteOutputError,
+    NotReadyError,
+)
 from kubeloop_runtime.serve.metrics import ServingMetrics
 from kubeloop_runtime.serve.model import ServedModel
 from kubeloop_runtime.serve.protocol import V2_DATATYPE, Codec, Decoded
@@ -34,7 +38,11 @@ class DriftWindow(Protocol):
 
 
 class FeedbackSink(Protocol):
-    def record(self, request_id: str, predictions: list[Any]) -> None: ...
+    def check_id(self, request_id: str, x: np.ndarray) -> None: ...
+
+    def record(self, request_id: str, predictions: list[Any], x: np.ndarray) -> None: ...
+
+    def invalid(self) -> None: ...
 
     def feedback(self, request_id: str, labels: list[Any]) -> dict[str, Any]: ...
 
@@ -52,6 +60,15 @@ class InferResult:
     request_id: str
     labels: list[Any]
     proba: np.ndarray | None
+
+
+def _input_parameters(f: Any, nullable: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if f.categories:
+        params["categories"] = f.categories
+    if nullable:
+        params["nullable"] = True  # the pipeline imputes it: null is a missing value
+    return {"parameters": params} if params else {}
 
 
 def new_request_id() -> str:
@@ -84,6 +101,8 @@ class DataPlane:
             model.task,
             max_rows=settings.max_request_rows,
             n_classes=len(model.classes),
+            imputed=model.imputed,
+            classes=model.classes,
         )
         self.drift = drift
         self.feedback_sink = feedback
@@ -119,8 +138,19 @@ class DataPlane:
         """Predict for validated rows. ``end()`` must have been called already."""
         if not self.ready:
             raise NotReadyError("the model server is shutting down")
+        rid = req.request_id or request_id
+        sink = self.feedback_sink
+        if rid is not None and sink is not None:
+            sink.check_id(rid, req.x)  # a reused id for other rows: 409 before predicting
         pred = await self.batcher.submit(req.x, req.want_proba)
-        rid = req.request_id or request_id or self._new_id()
+        if pred.bad is not None:
+            row = int(np.flatnonzero(pred.bad)[0])
+            raise NonFiniteOutputError(
+                f"row {row}: the model's output for this row is not finite (an intermediate"
+                " value overflowed); it is not answered. Check the row's magnitudes"
+            )
+        if rid is None:
+            rid = self._new_id()
         labels = self.model.labels_to_json(pred.labels)
         m = self.metrics
         if self._classification:
@@ -129,11 +159,12 @@ class DataPlane:
             m.observe_values(labels)
         if self.drift is not None:
             self.drift.observe(req.x)
-        if self.feedback_sink is not None:
-            self.feedback_sink.record(rid, labels)
+        if sink is not None:
+            sink.record(rid, labels, req.x)
         if self.predlog is not None:
             self.predlog.maybe_log(rid, req.x, labels, protocol)
-        return InferResult(rid, labels, pred.proba)
+        # Probabilities only for a request that asked (its batch-mates may have).
+        return InferResult(rid, labels, pred.proba if req.want_proba else None)
 
     def observe_predict_seconds(self, seconds: float) -> None:
         self.metrics.observe_predict(seconds)
@@ -162,7 +193,7 @@ class DataPlane:
                     "name": f.name,
                     "datatype": V2_DATATYPE[f.dtype],
                     "shape": [-1, 1],
-                    **({"parameters": {"categories": f.categories}} if f.categories else {}),
+                    **_input_parameters(f, f.name in self.model.imputed),
                 }
                 for f in sig.inputs
             ],
@@ -188,6 +219,11 @@ class DataPlane:
                 "feedback is disabled for this model (monitoring.feedbackCapacity=0)"
             )
         return self.feedback_sink.feedback(request_id, labels)
+
+    def feedback_refused(self) -> None:
+        """A feedback request refused before scoring (malformed body or labels)."""
+        if self.feedback_sink is not None:
+            self.feedback_sink.invalid()
 
     def drift_report(self) -> dict[str, Any]:
         if self.drift is None:

@@ -75,3 +75,11 @@ class UnprocessableError(ServeError):
     """Well-formed, but does not fit (for example labels that do not match predictions)."""
 
     status = 422
+
+
+class NonFiniteOutputError(UnprocessableError):
+    """The model's output for a row is not finite (NaN or infinite): never answered 200."""
+
+
+class ModelInputError(UnprocessableError):
+    """The model refused this request's rows alone (it was retried apart from its batch)."""

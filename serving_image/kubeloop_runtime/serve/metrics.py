@@ -293,7 +293,9 @@ class MonitoringCollector(Collector):
             counts = stats.get("counts") or {}
             c = CounterMetricFamily(
                 _base(FEEDBACK_TOTAL),
-                "Feedback received, by result (correct, incorrect, unmatched, received).",
+                "Feedback by result: correct, incorrect (classification) and scored (regression)"
+                " count labelled predictions; unknown (id not remembered), duplicate (second"
+                " feedback for an id) and invalid (body or labels refused) count requests.",
                 labels=["model", "version", "result"],
             )
             for result, n in sorted(counts.items()):

@@ -7,9 +7,10 @@ Loading order (any failure is a :class:`StartupError` and the server does not st
    the file), then it is loaded with skops' type allowlist (a joblib pickle only with
    ``allow_pickle``);
 3. when an ONNX graph is recorded, its sha256 must match too; it is then the fast
-   predictor. The trainer writes it only when its predictions equal scikit-learn's on
-   held-out data; if its inputs or outputs are not what this module understands, the
-   server logs why and falls back to scikit-learn.
+   predictor (``onnx_graph.OnnxPredictor``, the same code the trainer verified the graph
+   with on held-out data). If the server cannot use a recorded graph it refuses to start
+   rather than silently serving with the slower scikit-learn estimator (``--no-onnx``
+   chooses scikit-learn explicitly).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from kubeloop_runtime import api, artifacts
+from kubeloop_runtime.onnx_graph import OnnxPredictor
 from kubeloop_runtime.serve.errors import StartupError
 
 log = logging.getLogger(__name__)
@@ -35,110 +37,15 @@ _NUMERIC = frozenset({"float64", "int64"})
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """Model output for N rows: labels or values ``[N]`` and, if asked, ``proba [N, C]``."""
+    """Model output for N rows: labels or values ``[N]`` and, if asked, ``proba [N, C]``.
+
+    ``bad`` marks rows whose output is not finite (a value, or any probability): they must
+    never be answered. ``None`` when every row is finite (the usual case, nothing to slice).
+    """
 
     labels: np.ndarray
     proba: np.ndarray | None = None
-
-
-class _OnnxPredictor:
-    """Feed an ONNX graph exported by skl2onnx: one [N, F] tensor or one input per feature."""
-
-    def __init__(self, path: Path, signature: api.Signature, task: api.Task) -> None:
-        import onnxruntime as ort  # noqa: PLC0415 - heavy, only when an ONNX graph exists
-
-        opts = ort.SessionOptions()
-        # One worker process serves many small requests: intra-op threads only add overhead.
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
-        inputs = self.session.get_inputs()
-        names = [f.name for f in signature.inputs]
-        self.single: bool
-        self.single_type: type | None = None
-        self.columns: list[tuple[str, int, type]] = []
-        if (
-            len(inputs) == 1
-            and len(names) >= 1
-            and _last_dim(inputs[0].shape) in (len(names), None)
-        ):
-            self.single = True
-            self.input_name = inputs[0].name
-            self.single_type = _onnx_np_type(inputs[0].type)
-            if self.single_type is None or self.single_type is object:
-                raise ValueError(f"unsupported ONNX input type {inputs[0].type}")
-        elif sorted(i.name for i in inputs) == sorted(names):
-            self.single = False
-            index = {n: k for k, n in enumerate(names)}
-            for i in inputs:
-                t = _onnx_np_type(i.type)
-                if t is None:
-                    raise ValueError(f"unsupported ONNX input type {i.type} for {i.name!r}")
-                self.columns.append((i.name, index[i.name], t))
-        else:
-            raise ValueError(
-                f"ONNX inputs {[i.name for i in inputs]} match neither one [N, {len(names)}]"
-                " tensor nor the signature's feature names"
-            )
-        outs = self.session.get_outputs()
-        self.task = task
-        self.label_name = outs[0].name
-        self.proba_name = (
-            outs[1].name if task is api.Task.CLASSIFICATION and len(outs) > 1 else None
-        )
-        if task is api.Task.CLASSIFICATION and self.proba_name is None:
-            raise ValueError("ONNX classifier graph has no probabilities output")
-
-    def feed(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        if self.single:
-            return {self.input_name: np.ascontiguousarray(x, dtype=self.single_type)}
-        feed: dict[str, np.ndarray] = {}
-        for name, k, t in self.columns:
-            col = x[:, k]
-            col = np.array([str(v) for v in col], dtype=object) if t is object else col.astype(t)
-            feed[name] = col.reshape(-1, 1)
-        return feed
-
-    def predict(self, x: np.ndarray, proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        wanted = [self.label_name]
-        if proba and self.proba_name is not None:
-            wanted.append(self.proba_name)
-        out = self.session.run(wanted, self.feed(x))
-        labels = np.asarray(out[0]).reshape(-1)
-        p: np.ndarray | None = None
-        if len(out) > 1:
-            raw = out[1]
-            if isinstance(raw, list):  # ZipMap: a list of {class: probability}
-                keys = list(raw[0].keys()) if raw else []
-                p = np.array([[row[k] for k in keys] for row in raw], dtype=np.float64)
-            else:
-                p = np.asarray(raw, dtype=np.float64)
-        return labels, p
-
-
-def _last_dim(shape: Any) -> int | None:
-    if isinstance(shape, list | tuple) and len(shape) == 2:
-        d = shape[1]
-        return d if isinstance(d, int) else None
-    return -1  # anything else: not a plain [N, F] matrix
-
-
-# ONNX tensor types -> the numpy dtype a feed of that type is built with.
-_ONNX_NP_TYPES: dict[str, type] = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(string)": object,
-    "tensor(bool)": np.bool_,
-}
-
-
-def _onnx_np_type(t: str) -> type | None:
-    return _ONNX_NP_TYPES.get(t)
+    bad: np.ndarray | None = None
 
 
 class ServedModel:
@@ -148,7 +55,7 @@ class ServedModel:
         self,
         spec: api.ModelVersionSpec,
         estimator: Any,
-        onnx: _OnnxPredictor | None = None,
+        onnx: OnnxPredictor | None = None,
     ) -> None:
         self.spec = spec
         self.estimator = estimator
@@ -166,12 +73,15 @@ class ServedModel:
         self.classes: list[Any] = [_py(c) for c in classes] if classes is not None else []
         self._frame = getattr(estimator, "feature_names_in_", None) is not None
         self._label_kind = spec.signature.output.dtype
+        self._float_labels = not self.is_classifier or self._label_kind == "float64"
+        self.imputed: frozenset[str] = imputed_features(estimator)
 
     # ------------------------------------------------------------------ predict (sync)
     def predict(self, x: np.ndarray, proba: bool = False) -> Prediction:
         """Predict for validated rows ``x`` ([N, F]; float64, or object if not all numeric)."""
+        p: np.ndarray | None
         if self.onnx is not None:
-            labels, p = self.onnx.predict(x, proba)
+            labels, p = self.onnx.predict(x)
         else:
             data = self._sklearn_input(x)
             labels = np.asarray(self.estimator.predict(data)).reshape(-1)
@@ -180,7 +90,18 @@ class ServedModel:
                 if proba and self.is_classifier
                 else None
             )
-        return Prediction(labels=labels, proba=p)
+        bad: np.ndarray | None = None
+        if self._float_labels and labels.dtype.kind == "f":
+            finite = np.isfinite(labels)
+            if p is not None:
+                finite &= np.isfinite(p).all(axis=1)
+            if not finite.all():
+                bad = ~finite
+        elif p is not None:
+            finite = np.isfinite(p).all(axis=1)
+            if not finite.all():
+                bad = ~finite
+        return Prediction(labels=labels, proba=p if proba else None, bad=bad)
 
     def _sklearn_input(self, x: np.ndarray) -> Any:
         if not self._frame and self.numeric:
@@ -189,18 +110,21 @@ class ServedModel:
 
         frame = pd.DataFrame(x, columns=self.feature_names)
         if not self.numeric or x.dtype == object:
-            frame = frame.astype(
-                {
-                    n: ("object" if d == "string" else d)
-                    for n, d in zip(self.feature_names, self.feature_dtypes, strict=True)
-                }
-            )
+            types: dict[str, str] = {}
+            for n, d in zip(self.feature_names, self.feature_dtypes, strict=True):
+                if d == "string":
+                    types[n] = "object"
+                elif d == "int64" and n in self.imputed and frame[n].isna().any():
+                    types[n] = "float64"  # a missing value (null) in an integer column
+                else:
+                    types[n] = d
+            frame = frame.astype(types)
         elif any(d == "int64" for d in self.feature_dtypes):
             frame = frame.astype(
                 {
                     n: "int64"
                     for n, d in zip(self.feature_names, self.feature_dtypes, strict=True)
-                    if d == "int64"
+                    if d == "int64" and not (n in self.imputed and frame[n].isna().any())
                 }
             )
         return frame
@@ -221,6 +145,29 @@ class ServedModel:
 
 def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def imputed_features(estimator: Any) -> frozenset[str]:
+    """Features whose missing values the pipeline fills: those a ``SimpleImputer`` reads.
+
+    The trainer's Pipeline is ``ColumnTransformer`` ("preprocess") then the estimator; a
+    column goes through an imputer when ``impute.numeric`` / ``impute.categorical`` is not
+    ``none``. Anything else (a bare estimator) imputes nothing.
+    """
+    from sklearn.impute import SimpleImputer  # noqa: PLC0415 - scikit-learn is loaded anyway
+
+    steps = getattr(estimator, "named_steps", None)
+    pre = steps.get("preprocess") if isinstance(steps, dict) else None
+    fitted = getattr(pre, "transformers_", None)
+    if not fitted:
+        return frozenset()
+    out: set[str] = set()
+    for _name, transformer, columns in fitted:
+        inner = getattr(transformer, "steps", None)
+        parts = [t for _, t in inner] if inner is not None else [transformer]
+        if any(isinstance(t, SimpleImputer) for t in parts) and isinstance(columns, list):
+            out.update(str(c) for c in columns)
+    return frozenset(out)
 
 
 # --------------------------------------------------------------------------- loading
@@ -268,15 +215,13 @@ def load(
         spec.artifact.sha256[:12],
         time.perf_counter() - t0,
     )
-    onnx: _OnnxPredictor | None = None
+    onnx: OnnxPredictor | None = None
     if use_onnx and spec.artifact.onnx_uri:
         onnx = _load_onnx(spec, artifact_root, where)
     return ServedModel(spec, estimator, onnx)
 
 
-def _load_onnx(
-    spec: api.ModelVersionSpec, artifact_root: Path | None, where: str
-) -> _OnnxPredictor | None:
+def _load_onnx(spec: api.ModelVersionSpec, artifact_root: Path | None, where: str) -> OnnxPredictor:
     uri = spec.artifact.onnx_uri
     assert uri is not None
     if spec.artifact.onnx_sha256 is None:
@@ -293,9 +238,12 @@ def _load_onnx(
     except artifacts.ArtifactIntegrityError as e:
         raise StartupError(f"{where}: ONNX graph integrity check failed: {e}") from e
     try:
-        predictor = _OnnxPredictor(path, spec.signature, spec.task)
-    except Exception as e:  # onnxruntime raises its own types; any failure means fall back
-        log.warning("Not using ONNX graph %s (%s); serving with scikit-learn", path, e)
-        return None
+        predictor = OnnxPredictor(str(path), spec.signature, spec.task)
+    except Exception as e:  # onnxruntime raises its own types
+        # Never serve silently with the (much slower) scikit-learn estimator instead.
+        raise StartupError(
+            f"{where}: the recorded ONNX graph {uri} cannot be used ({e}); start with"
+            " --no-onnx to serve it with scikit-learn"
+        ) from e
     log.info("Loaded ONNX graph %s (sha256 %s)", path, digest[:12])
     return predictor

@@ -102,9 +102,24 @@ class _Feedback:
         self._correct = 0
         self._incorrect = 0
         self._scored = 0
+        self._invalid_requests = 0
 
-    def record(self, request_id: str, predictions: list[Any]) -> None:
-        self._store.record(request_id, predictions, self._version)
+    def check_id(self, request_id: str, x: np.ndarray) -> None:
+        if self._store.conflicts(request_id, _fingerprint(x)):
+            raise ConflictError(
+                f"request id {request_id!r} already names an earlier prediction of other rows;"
+                " use a new id per request"
+            )
+
+    def record(self, request_id: str, predictions: list[Any], x: np.ndarray) -> None:
+        try:
+            self._store.record(request_id, predictions, self._version, _fingerprint(x))
+        except feedback.RequestIdConflictError as e:
+            raise ConflictError(str(e)) from e
+
+    def invalid(self) -> None:
+        """A feedback body refused before it reached the store (400): count it."""
+        self._invalid_requests += 1
 
     def feedback(self, request_id: str, labels: list[Any]) -> dict[str, Any]:
         try:
@@ -128,7 +143,7 @@ class _Feedback:
         counts = {
             "unknown": c.unknown,
             "duplicate": c.duplicate,
-            "invalid": c.invalid,
+            "invalid": c.invalid + self._invalid_requests,
         }
         if self._classification:
             counts["correct"] = self._correct
@@ -149,6 +164,13 @@ class _Feedback:
             "remembered": c.remembered,
             "counts": counts,
         }
+
+
+def _fingerprint(x: np.ndarray) -> object:
+    """Identifies a request's rows (tells a retry from another request reusing its id)."""
+    if x.dtype == object:
+        return hash((x.shape, repr(x.tolist())))
+    return hash((x.shape, x.dtype.str, x.tobytes()))
 
 
 class _PredLog:

@@ -4,7 +4,11 @@ encode responses. Pure functions of parsed JSON: no HTTP, no model calls.
 Validation is strict and names what is wrong: feature count and names, JSON types per
 feature dtype (a JSON ``true`` is never a number, a number is never a category), shapes,
 datatypes, empty and oversized batches. NaN and Infinity cannot reach here: orjson refuses
-them (and numbers that overflow a double) while parsing.
+them (and numbers that overflow a double) while parsing. Numbers must also lie within the
+range the model computes in: the ONNX graph takes float32 inputs and scikit-learn's trees
+cast to float32, so a number beyond float32's range (about ±3.4e38) is refused, naming its
+row and column, before it can reach (and fail) a batch shared with other clients. ``null``
+is a missing value, accepted only for features the model's pipeline imputes.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from kubeloop_runtime import api
 from kubeloop_runtime.serve.errors import InvalidInputError
 
 V2_DATATYPES = ("FP64", "FP32", "INT64", "INT32", "BYTES", "BOOL")
-# Which tensor datatypes may carry a feature of each signature dtype. BYTES may also carry
-# a whole mixed-type row (one tensor for a signature with strings and numbers).
+# Which tensor datatypes may carry a feature of each signature dtype. BYTES carries strings
+# only (Open Inference Protocol); rows mixing strings and numbers are sent as one tensor per
+# feature, each with its own datatype.
 _COMPAT: dict[str, frozenset[str]] = {
     "float64": frozenset({"FP64", "FP32", "INT64", "INT32"}),
     "int64": frozenset({"FP64", "FP32", "INT64", "INT32"}),
@@ -31,6 +36,9 @@ V2_DATATYPE = {"float64": "FP64", "int64": "INT64", "string": "BYTES", "bool": "
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# The largest magnitude the model computes with (float32); beyond it a value is infinite.
+FLOAT_LIMIT = float(np.finfo(np.float32).max)
+_NAN = float("nan")
 
 
 def _show(v: Any) -> str:
@@ -58,9 +66,22 @@ class Codec:
     """Validation and encoding against one model signature."""
 
     def __init__(
-        self, signature: api.Signature, task: api.Task, *, max_rows: int, n_classes: int
+        self,
+        signature: api.Signature,
+        task: api.Task,
+        *,
+        max_rows: int,
+        n_classes: int,
+        imputed: frozenset[str] = frozenset(),
+        classes: list[Any] | None = None,
     ) -> None:
         self.names = [f.name for f in signature.inputs]
+        self.nullable = [f.name in imputed for f in signature.inputs]
+        self.any_nullable = any(self.nullable)
+        # The labels feedback may carry: the model's classes (classification).
+        self.classes: frozenset[Any] | None = (
+            frozenset(classes) if classes and task is api.Task.CLASSIFICATION else None
+        )
         self.dtypes = [f.dtype for f in signature.inputs]
         self.index = {n: k for k, n in enumerate(self.names)}
         self.n_features = len(self.names)
@@ -78,8 +99,20 @@ class Codec:
         """Check one value against feature ``k``'s dtype; return it as stored."""
         dtype = self.dtypes[k]
         t = type(v)
+        if v is None:
+            if self.nullable[k]:
+                return _NAN  # missing: the pipeline's imputer fills it
+            if self.any_nullable:
+                pairs = zip(self.names, self.nullable, strict=True)
+                imputed = ", ".join(repr(n) for n, ok in pairs if ok)
+                hint = f"; only {imputed} may be null (the model imputes them)"
+            else:
+                hint = "; the model imputes no feature, so none may be null"
+            raise InvalidInputError(f"{where} (feature {self.names[k]!r}): got null{hint}")
         if dtype == "float64":
             if t is float or t is int:
+                if not -FLOAT_LIMIT <= v <= FLOAT_LIMIT:
+                    self._out_of_range(v, k, where)
                 return v
         elif dtype == "int64":
             if t is float and v.is_integer():
@@ -107,6 +140,21 @@ class Codec:
             f"{where} (feature {self.names[k]!r}): expected {expected}, got {_show(v)}"
         )
 
+    def _out_of_range(self, v: Any, k: int, where: str) -> None:
+        raise InvalidInputError(
+            f"{where} (feature {self.names[k]!r}): {v:g} is outside the range the model"
+            f" computes in (float32, magnitude at most {FLOAT_LIMIT:.7g})"
+        )
+
+    def _check_range(self, x: np.ndarray, where: str, flat: bool) -> None:
+        """Refuse float rows with a value beyond float32 (name the first, row and column)."""
+        over = np.abs(x) > FLOAT_LIMIT  # NaN (a null) compares False
+        if not over.any():
+            return
+        i, j = (int(a[0]) for a in np.nonzero(over))
+        at = f"{where}[{i * self.n_features + j}]" if flat else f"{where}[{i}][{j}]"
+        self._out_of_range(float(x[i, j]), j, at)
+
     def _rows_count(self, n: int, where: str) -> None:
         if n == 0:
             raise InvalidInputError(f"{where}: empty batch; send at least one row")
@@ -132,13 +180,13 @@ class Codec:
                 for v in row:
                     t = type(v)
                     if t is not float and t is not int:
-                        j = next(
-                            j
-                            for j, u in enumerate(row)
-                            if type(u) is not float and type(u) is not int
-                        )
-                        self._value(row[j], j, f"{where}[{i}][{j}]")
-            return np.array(rows, dtype=np.float64)
+                        for j, u in enumerate(row):  # checks every value (nulls may pass)
+                            if type(u) is not float and type(u) is not int:
+                                self._value(u, j, f"{where}[{i}][{j}]")
+                        break
+            x = np.array(rows, dtype=np.float64)  # null -> NaN (only where checked above)
+            self._check_range(x, where, flat=False)
+            return x
         out = []
         value = self._value
         for i, row in enumerate(rows):
@@ -306,13 +354,13 @@ class Codec:
             )
         n = shape[0]
         self._rows_count(n, f"{where}.shape")
-        if datatype != "BYTES":
-            for k, d in enumerate(self.dtypes):
-                if datatype not in _COMPAT[d]:
-                    raise InvalidInputError(
-                        f"{where}.datatype: {datatype} cannot carry feature {self.names[k]!r}"
-                        f" ({d}); use {'/'.join(sorted(_COMPAT[d]))} or BYTES for mixed rows"
-                    )
+        for k, d in enumerate(self.dtypes):
+            if datatype not in _COMPAT[d]:
+                raise InvalidInputError(
+                    f"{where}.datatype: {datatype} cannot carry feature {self.names[k]!r}"
+                    f" ({d}, {'/'.join(sorted(_COMPAT[d]))}); for rows that mix types send"
+                    " one tensor per feature, each with its own datatype"
+                )
         integer = datatype in ("INT64", "INT32")
         if data and type(data[0]) is list:  # nested [[...], ...]
             if len(data) != n:
@@ -333,11 +381,13 @@ class Codec:
             for v in data:
                 t_ = type(v)
                 if t_ is not float and t_ is not int:
-                    i = next(
-                        i for i, u in enumerate(data) if type(u) is not float and type(u) is not int
-                    )
-                    self._value(data[i], i % f, f"{where}.data[{i}]")
-            return np.array(data, dtype=np.float64).reshape(n, f)
+                    for i, u in enumerate(data):  # checks every value (nulls may pass)
+                        if type(u) is not float and type(u) is not int:
+                            self._value(u, i % f, f"{where}.data[{i}]")
+                    break
+            x = np.array(data, dtype=np.float64).reshape(n, f)
+            self._check_range(x, f"{where}.data", flat=True)
+            return x
         value = self._value
         vals = [value(v, i % f, f"{where}.data[{i}]") for i, v in enumerate(data)]
         return np.array(vals, dtype=self.array_dtype).reshape(n, f)
@@ -346,6 +396,8 @@ class Codec:
     def _integers(data: list[Any], where: str, *, nested: bool) -> None:
         flat = [v for row in data for v in row] if nested else data
         for i, v in enumerate(flat):
+            if v is None:  # a missing value: _value decides whether the feature may be null
+                continue
             if type(v) is not int:
                 raise InvalidInputError(
                     f"{where}[{i}]: an INT tensor holds integers, got {_show(v)}"
@@ -420,6 +472,15 @@ class Codec:
         return rid, [self._label(v, i) for i, v in enumerate(labels)]
 
     def _label(self, v: Any, i: int) -> Any:
+        label = self._typed_label(v, i)
+        if self.classes is not None and label not in self.classes:
+            shown = ", ".join(_show(c) for c in sorted(self.classes, key=str)[:20])
+            raise InvalidInputError(
+                f"labels[{i}]: {_show(label)} is not one of the model's classes ({shown})"
+            )
+        return label
+
+    def _typed_label(self, v: Any, i: int) -> Any:
         kind = self.label_dtype
         t = type(v)
         if kind == "string" and t is str:
@@ -430,7 +491,7 @@ class Codec:
             return int(v)
         if kind == "float64" and (t is int or t is float):
             return float(v)
-        raise InvalidInputError(f"labels[{i}]: expected a {kind} label, got {v!r}")
+        raise InvalidInputError(f"labels[{i}]: expected a {kind} label, got {_show(v)}")
 
     # ------------------------------------------------------------------ responses
     def v2_outputs(

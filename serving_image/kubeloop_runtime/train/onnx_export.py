@@ -2,13 +2,19 @@
 
 Graph inputs: one per feature, in signature order, each of shape ``[N, 1]``: ``float``
 (float32) for numeric columns, ``string`` for string categorical columns and ``int64`` for
-integer categorical columns. Outputs: the label first (then probabilities, as a plain
-tensor, for classifiers). The export is verified on the held-out set: classification labels
-must be identical and regression values within 1e-4 relative; otherwise it is discarded.
+integer categorical columns. skl2onnx renames inputs to identifiers, so the feature each
+input carries is recorded in the graph's metadata (``onnx_graph.INPUTS_KEY``). Outputs: the
+label first (then probabilities, as a plain tensor, for classifiers).
+
+The export is verified with the server's own predictor (``onnx_graph.OnnxPredictor`` fed
+the rows as the server validates them) on the held-out set, and on the same rows with one
+imputed column missing per row: classification labels must be identical and regression
+values within 1e-4 relative, and every output finite; otherwise it is discarded.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from kubeloop_runtime import api
+from kubeloop_runtime.onnx_graph import INPUTS_KEY, OnnxPredictor, server_rows
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +66,59 @@ def _matches(task: api.Task, onnx_out: np.ndarray, expected: np.ndarray) -> bool
     )
 
 
+def with_missing(x: pd.DataFrame, imputed: list[str]) -> pd.DataFrame:
+    """``x`` with, in row ``i``, imputed column ``i % len(imputed)`` set missing."""
+    out = x.copy()
+    if not imputed:
+        return out.iloc[0:0]
+    for k, column in enumerate(imputed):
+        rows = np.arange(k, len(out), len(imputed))
+        col = out[column]
+        if not pd.api.types.is_float_dtype(col) and pd.api.types.is_numeric_dtype(col):
+            out[column] = col.astype(np.float64)
+        elif not pd.api.types.is_numeric_dtype(col):
+            out[column] = col.astype(object)
+        out.iloc[rows, out.columns.get_loc(column)] = np.nan
+    return out
+
+
+def _verify(
+    predictor: OnnxPredictor, model: Any, frame: pd.DataFrame, task: api.Task, what: str
+) -> bool:
+    if frame.empty:
+        return True
+    labels, proba = predictor.predict(server_rows(frame))
+    if proba is not None and not np.isfinite(proba).all():
+        log.warning("ONNX export discarded: non-finite probabilities on %s", what)
+        return False
+    if not _matches(task, labels, np.asarray(model.predict(frame))):
+        log.warning(
+            "ONNX export discarded: ONNX Runtime predictions differ from scikit-learn's on %s",
+            what,
+        )
+        return False
+    return True
+
+
 def export_verified(
     model: Any,
     x_holdout: pd.DataFrame,
     categorical: list[str],
     task: api.Task,
     path: Path,
+    *,
+    signature: api.Signature,
+    imputed: list[str] | None = None,
 ) -> bool:
-    """Write ``path`` if the converted graph reproduces ``model`` on ``x_holdout``.
+    """Write ``path`` if the converted graph, fed as the server feeds it, reproduces
+    ``model`` on ``x_holdout`` (and on it with ``imputed`` columns missing).
 
     Returns whether the file was kept. Any conversion or runtime failure is logged and
     means "no ONNX"; the scikit-learn artifact is always the source of truth.
     """
     try:
         # Optional and heavy (about a second to import): only when ONNX is asked for.
-        import onnxruntime as ort  # noqa: PLC0415
+        import onnxruntime  # noqa: F401, PLC0415
         from skl2onnx import convert_sklearn  # noqa: PLC0415
         from skl2onnx.common.data_types import (  # noqa: PLC0415
             FloatTensorType,
@@ -87,24 +132,34 @@ def export_verified(
     wanted = set(categorical)
     kinds = [_input_kind(x_holdout[c], c in wanted) for c in x_holdout.columns]
     types = {"float": FloatTensorType, "int64": Int64TensorType, "string": StringTensorType}
-    initial = [(str(c), types[k]([None, 1])) for c, k in zip(x_holdout.columns, kinds, strict=True)]
+    features = [str(c) for c in x_holdout.columns]
+    initial = [(c, types[k]([None, 1])) for c, k in zip(features, kinds, strict=True)]
     estimator = model.steps[-1][1]
     options = {id(estimator): {"zipmap": False}} if task is api.Task.CLASSIFICATION else None
     try:
         onx = convert_sklearn(model, initial_types=initial, options=options)
+        graph_inputs = [i.name for i in onx.graph.input]
+        if len(graph_inputs) != len(features):
+            log.warning("ONNX export skipped: %d graph inputs for %d features",
+                        len(graph_inputs), len(features))  # fmt: skip
+            return False
+        # skl2onnx keeps the order of initial_types; record which feature each input is.
+        entry = onx.metadata_props.add()
+        entry.key = INPUTS_KEY
+        entry.value = json.dumps(features)
         blob = onx.SerializeToString()
-        session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        out = session.run(None, onnx_feeds(x_holdout, kinds, names))[0]
+        predictor = OnnxPredictor(blob, signature, task)
+        ok = _verify(predictor, model, x_holdout, task, "the held-out set") and _verify(
+            predictor,
+            model,
+            with_missing(x_holdout, [c for c in features if c in set(imputed or ())]),
+            task,
+            "held-out rows with imputed values missing",
+        )
     except Exception as e:
         log.warning("ONNX export skipped: conversion or inference failed: %s", e)
         return False
-    expected = model.predict(x_holdout)
-    if not _matches(task, out, expected):
-        log.warning(
-            "ONNX export discarded: ONNX Runtime predictions differ from scikit-learn's on"
-            " the held-out set"
-        )
+    if not ok:
         return False
     path.write_bytes(blob)
     log.info("Exported ONNX graph %s (verified on %d held-out rows)", path, len(x_holdout))

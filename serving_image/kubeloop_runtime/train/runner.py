@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from kubeloop_runtime.train import champion as champion_mod
 from kubeloop_runtime.train import data as data_mod
 from kubeloop_runtime.train import evaluate, pipeline
 from kubeloop_runtime.train.errors import DataError, InvalidSpecError, TrainError
+from kubeloop_runtime.train.output import Output
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +41,6 @@ RESULT_FILE = "result.json"
 REFERENCE_MAX_ROWS = 200_000
 _MAX_CATEGORIES = 256
 _MAX_CATEGORY_CHARS = 128
-
-
-@dataclass(frozen=True)
-class Output:
-    """Where a run writes: a store rooted at the output URI, and its local directory."""
-
-    store: artifacts.ArtifactStore
-    directory: Path
-
-    @classmethod
-    def open(cls, output: str, artifact_root: Path | None = None) -> Output:
-        """``output`` is a URI (``file://``, ``pvc://``) or a plain directory."""
-        uri = output if "://" in output else Path(output).expanduser().resolve().as_uri()
-        store = artifacts.store_for(uri, artifact_root)
-        directory = store.resolve(store.base_uri)
-        directory.mkdir(parents=True, exist_ok=True)
-        return cls(store=store, directory=directory)
-
-    def publish(self, name: str) -> tuple[str, str, int]:
-        """Store the file written as ``directory/name``: (uri, sha256, size)."""
-        local = self.directory / name
-        return self.store.put(local, name), artifacts.sha256_file(local), local.stat().st_size
 
 
 def _dtype_name(series: pd.Series) -> str:
@@ -247,7 +225,14 @@ def train(
         from kubeloop_runtime.train.onnx_export import export_verified  # noqa: PLC0415
 
         (output.directory / ONNX_FILE).unlink(missing_ok=True)
-        if export_verified(model, x_test, columns.categorical, task, output.directory / ONNX_FILE):
+        impute = spec.preprocessing.impute
+        imputed = (columns.numeric if impute.numeric != "none" else []) + (
+            columns.categorical if impute.categorical != "none" else []
+        )
+        if export_verified(
+            model, x_test, columns.categorical, task, output.directory / ONNX_FILE,
+            signature=signature, imputed=imputed,
+        ):  # fmt: skip
             ref["onnx_uri"], ref["onnx_sha256"], _ = output.publish(ONNX_FILE)
 
     write_reference(
