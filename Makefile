@@ -3,15 +3,21 @@ SHELL := /bin/bash
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: help deps build-control-plane cluster-up cluster-down lint test test-unit test-integration bench kind-up kind-down
+.PHONY: help up down deps build-control-plane cluster-up cluster-down node-up node-down lint test test-unit test-integration bench kind-up kind-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
+up: ## The main job, no Docker needed: local cluster with a real node, Kubeloop, Prometheus, iris trained and served, a prediction
+	hack/up.sh
+
+down: ## Tear down everything `make up` started
+	hack/down.sh
+
 deps: ## Install the Python and Debian packages the tests need
 	hack/install-deps.sh
 
-build-control-plane: ## Build kube-apiserver, etcd, controller-manager, scheduler, kubectl and kwok (cached)
+build-control-plane: ## Build kube-apiserver, etcd, controller-manager, scheduler, kubectl, kubelet, kube-proxy and kwok (cached)
 	hack/build-control-plane.sh >/dev/null
 
 cluster-up: ## Start the local control plane (prints the KUBECONFIG to use)
@@ -19,6 +25,12 @@ cluster-up: ## Start the local control plane (prints the KUBECONFIG to use)
 
 cluster-down: ## Stop the local control plane
 	hack/cluster.sh down
+
+node-up: ## Start the real node (kubelet, containerd, kube-proxy) and import the images (root)
+	hack/node.sh up
+
+node-down: ## Stop the real node and remove every pod, mount, cgroup, bridge and rule it made
+	hack/node.sh down
 
 lint: ## ruff, formatting, mypy --strict and the import-layer contracts
 	ruff check .

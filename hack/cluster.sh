@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # Kubeloop's local control plane: real kube-apiserver (RBAC + PodSecurity admission), etcd,
-# kube-controller-manager and kube-scheduler, with kwok simulating one node and its pods.
+# kube-controller-manager and kube-scheduler, with kwok simulating one tainted node and its
+# pods. hack/node.sh adds the real node (kubelet, containerd, kube-proxy) that runs every
+# other pod for real.
 #
 #   hack/cluster.sh up      build (once) and start it, or reuse a running one
 #   hack/cluster.sh down    stop it and delete its data
@@ -15,6 +17,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/.." && pwd)"
 # shellcheck source=versions.env
 . "${here}/versions.env"
+# shellcheck source=node.env
+. "${here}/node.env"
 cache="${KUBELOOP_CACHE:-${HOME}/.cache/kubeloop}"
 cluster_dir="${KUBELOOP_CLUSTER_DIR:-${repo}/.cluster}"
 kubeconfig="${cluster_dir}/kubeconfig"
@@ -44,10 +48,12 @@ up() {
     local start=$SECONDS
     "${kwok_dir}/kwokctl" delete cluster --name "${name}" >/dev/null 2>&1 || true
     mkdir -p "${cluster_dir}"
+    apiserver_config > "${cluster_dir}/kwokctl.yaml"
     "${kwok_dir}/kwokctl" create cluster \
       --name "${name}" \
       --runtime binary \
       --config "${here}/cluster/kwok.yaml" \
+      --config "${cluster_dir}/kwokctl.yaml" \
       --kube-authorization \
       --kube-admission \
       --etcd-binary "${etcd_dir}/etcd" \
@@ -75,6 +81,51 @@ up() {
     sleep 1
   done
   env_hint
+}
+
+# The API server's flags for the real node: a Service range of its own (a /16), the bridge
+# address as the advertised address (pods reach it at the `kubernetes` ClusterIP), its serving
+# certificate valid for both, client certificates for kubelet logs/exec/port-forward, nodes
+# reached by InternalIP (no DNS here), and the admission plugins that keep the kwok tier's
+# pods on the kwok node; and kwok restricted to the fake node.
+apiserver_config() {
+  local pki="${KWOK_WORKDIR}/clusters/${name}/pki"
+  cat <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  kubeApiserverCertSANs:
+    - ${KUBERNETES_SERVICE_IP}
+    - ${NODE_IP}
+componentsPatches:
+  - name: kube-apiserver
+    extraArgs:
+      - key: service-cluster-ip-range
+        value: ${SERVICE_CIDR}
+      - key: advertise-address
+        value: ${NODE_IP}
+      - key: kubelet-client-certificate
+        value: ${pki}/admin.crt
+      - key: kubelet-client-key
+        value: ${pki}/admin.key
+      - key: kubelet-preferred-address-types
+        value: InternalIP
+      - key: enable-admission-plugins
+        value: PodNodeSelector,PodTolerationRestriction
+  - name: kube-controller-manager
+    extraArgs:
+      - key: service-cluster-ip-range
+        value: ${SERVICE_CIDR}
+  # kwokctl's binary runtime always passes --manage-all-nodes=true, which would take over the
+  # real node: kwok manages the annotated fake node only.
+  - name: kwok-controller
+    extraArgs:
+      - key: manage-all-nodes
+        value: "false"
+        override: true
+      - key: manage-nodes-with-annotation-selector
+        value: kwok.x-k8s.io/node=fake
+EOF
 }
 
 down() {

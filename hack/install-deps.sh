@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh machine: Debian packages (Prometheus with
-# promtool, shellcheck) and the Python packages from pyproject.toml. Idempotent.
+# Installs what the test suite needs on a fresh machine: Debian packages (promtool and
+# the shell linter; the real node's containerd, runc, CNI plugins and iptables; buildah, debootstrap
+# and a static C toolchain for the images built here) and the Python packages from
+# pyproject.toml. Idempotent.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+# The real node (hack/node.sh) and the images it runs (hack/images.sh).
+command -v containerd >/dev/null 2>&1 || need_apt+=(containerd)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
+command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || need_apt+=(libc6-dev)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "error: missing ${need_apt[*]}; install them (sudo apt-get install -y ${need_apt[*]})" >&2

@@ -5,6 +5,9 @@
 - ``api``: an admin ``kubernetes.client.ApiClient``.
 - ``kube``: the operator's own ``kubeloop.kube.Kube`` facade on that client.
 - ``namespace``: a fresh namespace per test (restricted Pod Security enforced), deleted after.
+  Its pods go to the kwok node (the kwok tier): the namespace's annotations give every pod
+  the kwok node's selector and toleration. Pods of other namespaces run on the real node
+  (hack/node.sh; tests/integration/test_real_node.py).
 - ``operator``: the real ``kubeloop-operator`` process watching that namespace, with kopf's
   timeouts and backoffs shortened; ``operator.restart()`` kills and starts it again.
 """
@@ -20,7 +23,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.integration.harness import Cluster, OperatorProcess, operator_kubeconfig, wait_for
+from tests.integration.harness import (
+    KWOK_TIER_ANNOTATIONS,
+    Cluster,
+    OperatorProcess,
+    operator_kubeconfig,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,6 +80,7 @@ def namespace(
                     "pod-security.kubernetes.io/enforce-version": "latest",
                     "kubeloop.io/test": "true",
                 },
+                annotations=dict(KWOK_TIER_ANNOTATIONS),
             )
         )
     )

@@ -1,15 +1,17 @@
 """The install manifests, applied to the real control plane: they apply, their pods are
 admitted under the restricted Pod Security Standard, and the operator's RBAC is tight.
 
-Images are never pulled here (kwok runs no containers), so the manifests are applied for
-real rather than dry-run: the Deployments' pods must pass admission to exist at all.
+The install namespaces join the kwok tier here (kwok runs no containers, so images are never
+pulled) and the manifests are applied for real rather than dry-run: the Deployments' pods
+must pass admission to exist at all. tests/integration/test_real_node.py installs the same
+manifests (the local overlay) on the real node, where every pod runs.
 """
 
 from __future__ import annotations
 
 from kubernetes import client
 
-from tests.integration.harness import Cluster, wait_for
+from tests.integration.harness import KWOK_TIER_ANNOTATIONS, Cluster, wait_for
 
 INSTALL_NAMESPACES = ("kubeloop-system", "kubeloop-monitoring")
 FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate"}
@@ -27,9 +29,23 @@ def test_base_applies_with_server_side_dry_run(cluster: Cluster) -> None:
     assert "kubeloop-operator" in out.stdout
 
 
+def kwok_tier_namespaces(api: client.ApiClient) -> None:
+    """Create (or mark) the install namespaces so that their pods go to the kwok node."""
+    core = client.CoreV1Api(api)
+    for ns in INSTALL_NAMESPACES:
+        meta = {"name": ns, "annotations": dict(KWOK_TIER_ANNOTATIONS)}
+        try:
+            core.create_namespace({"metadata": meta})
+        except client.ApiException as e:
+            if e.status != 409:
+                raise
+            core.patch_namespace(ns, {"metadata": {"annotations": dict(KWOK_TIER_ANNOTATIONS)}})
+
+
 def test_kind_overlay_applies_and_every_pod_is_admitted_as_restricted(
     cluster: Cluster, api: client.ApiClient
 ) -> None:
+    kwok_tier_namespaces(api)
     cluster.kubectl(
         "apply",
         "--server-side",
