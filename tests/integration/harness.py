@@ -23,6 +23,17 @@ from kubernetes import client, config
 
 T = TypeVar("T")
 
+# The kwok tier: namespaces with these annotations get, on every pod, the kwok node's selector
+# (PodNodeSelector admission) and a toleration of its taint (PodTolerationRestriction), so
+# their pods are simulated by kwok (and the test kubelet). Pods of every other namespace run
+# on the real node of hack/node.sh. The node and its taint: hack/cluster/node.yaml.
+KWOK_TIER_ANNOTATIONS: Mapping[str, str] = {
+    "scheduler.alpha.kubernetes.io/node-selector": "type=kwok",
+    "scheduler.alpha.kubernetes.io/defaultTolerations": (
+        '[{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]'
+    ),
+}
+
 
 def wait_for(
     fn: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"
