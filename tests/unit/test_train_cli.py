@@ -156,6 +156,51 @@ def test_quality_gate_failure_exits_3(tmp_path: Path) -> None:
     assert "accuracy" in out[1]["metrics"]
 
 
+@pytest.mark.parametrize("value", [-3, "ten"])
+def test_bad_hyperparameter_values_are_refused_before_any_data_is_read(
+    tmp_path: Path, value: object
+) -> None:
+    """docs/training.md: names and values are checked before the dataset is read."""
+    spec = csv_spec(tmp_path / "does-not-exist.csv")
+    spec["estimator"] = {
+        "type": "RandomForestClassifier",
+        "hyperparameters": {"n_estimators": value},
+    }
+    out = run_cli(tmp_path, yaml.safe_dump(spec))
+    assert_failed(
+        out, api.EXIT_INVALID, "InvalidSpec", "spec.estimator.hyperparameters", "n_estimators"
+    )
+    assert "does-not-exist.csv" not in out[2]  # the missing file was never opened
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"estimator": {"type": "XGBClassifier"}}, "InvalidSpec"),  # schema error
+        ({"estimator": {"type": "SVC", "hyperparameters": {"C": "big"}}}, "InvalidSpec"),
+        ({"dataset": {"path": "/nonexistent.csv", "target": "label"}}, "DataError"),
+        ({"qualityGate": {"thresholds": [{"metric": "accuracy", "min": 0.99}]}},
+         "QualityGateFailed"),
+        ({}, "Trained"),
+    ],
+)  # fmt: skip
+def test_every_outcome_writes_result_json_and_only_a_servable_one_a_modelversion(
+    tmp_path: Path, change: dict[str, Any], reason: str
+) -> None:
+    """One rule: with a usable --output, result.json is the stdout document, whatever
+    happened; modelversion.yaml only for a model that passed its gate."""
+    spec = {**csv_spec(make_csv(tmp_path / "d.csv")), **change}
+    rc, doc, _, _ = run_cli(tmp_path, yaml.safe_dump(spec))
+    assert doc["reason"] == reason
+    out = tmp_path / "out"
+    assert json.loads((out / "result.json").read_text()) == doc
+    assert (out / "modelversion.yaml").exists() == (reason == "Trained")
+    if reason == "QualityGateFailed":  # docs/registry.md: the refused model is still kept
+        assert rc == api.EXIT_GATE_FAILED
+        assert (out / "model.skops").is_file() and doc["artifact"]["sha256"]
+        assert "onnxUri" not in doc["artifact"]
+
+
 # ----------------------------------------------------------- in-process spec checks
 
 
@@ -199,7 +244,7 @@ def test_gate_names_metrics_that_were_not_computed() -> None:
 def big_result(
     categories: int, parameters: int, category_len: int = 40, inputs: int = 4
 ) -> api.TrainingResult:
-    inputs = [
+    features = [
         api.FeatureSpec(
             name=f"feature_{i}",
             dtype="string",
@@ -219,7 +264,7 @@ def big_result(
             size_bytes=1,
         ),
         signature=api.Signature(
-            inputs=inputs, output=api.OutputSpec(dtype="int64", classes=[0, 1])
+            inputs=features, output=api.OutputSpec(dtype="int64", classes=[0, 1])
         ),
         metrics={"accuracy": 0.9},
         parameters={f"param_{i}": "v" * 200 for i in range(parameters)},

@@ -1,8 +1,8 @@
 """``kubeloop-serve``: the composition root of the model server.
 
-Parse settings once, verify and load the model (any failure: a clear message on stderr
-and exit code 2, before the port opens), wire the data plane, metrics and monitoring,
-then serve with uvicorn (one worker, uvloop, httptools). SIGTERM drains in-flight
+Parse settings once, verify and load the model and bind the port (any failure, a port
+in use included: a clear message on stderr and exit code 2), wire the data plane, metrics
+and monitoring, then serve with uvicorn (one worker, uvloop, httptools). SIGTERM drains in-flight
 requests (uvicorn's graceful shutdown) before the process exits.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -126,9 +127,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_header=False,
         log_config=None,  # uvicorn's loggers propagate to our JSON handler
     )
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as e:
+        # Like every startup failure: one line and exit 2 (not uvicorn's own exit 3).
+        log.error("Refused to start: cannot listen on %s:%d: %s", settings.host, settings.port, e)
+        print(
+            f"kubeloop-serve: refused to start: cannot listen on {settings.host}:"
+            f"{settings.port}: {e.strerror or e}",
+            file=sys.stderr,
+        )
+        return EXIT_STARTUP
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[sock])
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before uvicorn starts (so a port in use is our error)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 if __name__ == "__main__":  # pragma: no cover

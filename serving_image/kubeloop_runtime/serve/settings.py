@@ -88,16 +88,41 @@ def _parse_manifest(doc: Any, source: str) -> tuple[str, api.ModelVersionSpec]:
     return name, parsed
 
 
-def load_model_version_file(path: Path) -> tuple[str, api.ModelVersionSpec]:
-    """Read a ModelVersion manifest (YAML or JSON) from a file."""
+# What kubeloop-train writes next to result.json when a run passed its gate.
+TRAINED_MODEL_VERSION = "modelversion.yaml"
+
+
+def _read_doc(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise StartupError(f"--model-version {path}: cannot read: {e}") from e
     try:
-        doc = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise StartupError(f"--model-version {path}: not YAML or JSON: {e}") from e
+
+
+def load_model_version_file(path: Path) -> tuple[str, api.ModelVersionSpec]:
+    """Read a ModelVersion manifest (YAML or JSON) from a file.
+
+    ``kubeloop-train``'s output serves directly: its ``--output`` directory, or the
+    ``result.json`` in it, stand for the ``modelversion.yaml`` the trainer wrote there.
+    """
+    if path.is_dir():
+        path = path / TRAINED_MODEL_VERSION
+    doc = _read_doc(path)
+    if isinstance(doc, Mapping) and "spec" not in doc and "succeeded" in doc:
+        # A TrainingResult (result.json): serve the manifest the trainer wrote beside it.
+        beside = path.parent / TRAINED_MODEL_VERSION
+        if doc.get("succeeded") is not True or not beside.is_file():
+            raise StartupError(
+                f"--model-version {path}: a kubeloop-train result of a run that did not"
+                f" produce a servable model (reason {doc.get('reason')!r}); there is no"
+                f" {beside}"
+            )
+        path = beside
+        doc = _read_doc(path)
     return _parse_manifest(doc, f"--model-version {path}")
 
 

@@ -1,8 +1,11 @@
 """``kubeloop-train``: train one model from a TrainingJob spec.
 
 stdout carries exactly one line, the :class:`~kubeloop_runtime.api.TrainingResult` JSON;
-logs go to stderr. The same document goes to ``<output>/result.json`` and, bounded to
-4 KiB, to the termination message file that the operator reads from the pod status.
+logs go to stderr. The same document goes to ``<output>/result.json`` (for every outcome,
+a refused spec included, once ``--output`` is usable) and, bounded to 4 KiB, to the
+termination message file that the operator reads from the pod status. A run that trained a
+model and passed its gate also writes ``<output>/modelversion.yaml``, the ModelVersion
+manifest ``kubeloop-serve --model-version`` serves (train and serve without a cluster).
 """
 
 from __future__ import annotations
@@ -14,12 +17,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from kubeloop_runtime import api
 from kubeloop_runtime.artifacts import ArtifactError
 from kubeloop_runtime.train.champion import ENV_CHAMPION, parse_champion
 from kubeloop_runtime.train.errors import InvalidSpecError, TrainError
+from kubeloop_runtime.train.output import Output
 from kubeloop_runtime.train.result import (
+    MODEL_VERSION_FILE,
     failure,
+    model_version_manifest,
     termination_message,
     to_json,
     write_termination_log,
@@ -32,6 +40,7 @@ ENV_SPEC = "KUBELOOP_TRAINING_SPEC"
 ENV_OUTPUT = "KUBELOOP_OUTPUT"
 ENV_ARTIFACT_ROOT = "KUBELOOP_ARTIFACT_ROOT"
 ENV_DATA_ROOT = "KUBELOOP_DATA_ROOT"
+RESULT_FILE = "result.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,18 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.captureWarnings(True)
 
     output = None
+    spec: api.TrainingJobSpec | None = None
     try:
+        # The output first: every outcome, a refused spec included, is then in result.json.
+        if args.output:
+            try:
+                output = Output.open(args.output, args.artifact_root)
+            except (ArtifactError, OSError) as e:
+                raise InvalidSpecError(f"--output: {e}") from e
+            (output.directory / MODEL_VERSION_FILE).unlink(missing_ok=True)  # never stale
         text, origin = _read_spec_text(args.spec)
         spec = parse_spec(text, origin=origin)
-        if not args.output:
+        if output is None:
             raise InvalidSpecError(f"no output given: pass --output or set {ENV_OUTPUT}")
         # Imported here so that a bad spec is reported before scikit-learn loads (seconds).
-        from kubeloop_runtime.train.runner import Output, train  # noqa: PLC0415
+        from kubeloop_runtime.train.runner import train  # noqa: PLC0415
 
-        try:
-            output = Output.open(args.output, args.artifact_root)
-        except ArtifactError as e:
-            raise InvalidSpecError(f"--output: {e}") from e
         champion = parse_champion(os.environ.get(ENV_CHAMPION))
         result = train(spec, output, args.data_root, champion, args.artifact_root)
         if not result.succeeded:
@@ -132,9 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = to_json(result)
     if output is not None:
         try:
-            (output.directory / "result.json").write_text(document + "\n", encoding="utf-8")
+            (output.directory / RESULT_FILE).write_text(document + "\n", encoding="utf-8")
+            manifest = None if spec is None else model_version_manifest(spec, result)
+            if manifest is not None:
+                (output.directory / MODEL_VERSION_FILE).write_text(
+                    yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8"
+                )
         except OSError as e:
-            log.warning("Could not write result.json: %s", e)
+            log.warning("Could not write result.json or modelversion.yaml: %s", e)
     write_termination_log(termination_message(result), args.termination_log)
     sys.stdout.write(document + "\n")
     sys.stdout.flush()

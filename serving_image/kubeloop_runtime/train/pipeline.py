@@ -14,6 +14,7 @@ from sklearn import preprocessing
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import InvalidParameterError
 
 from kubeloop_runtime import api
 from kubeloop_runtime.train.errors import InvalidSpecError
@@ -55,6 +56,14 @@ def make_estimator(spec: api.EstimatorSpec, seed: int) -> Any:
     if "random_state" in valid and "random_state" not in params:
         params["random_state"] = seed
     estimator.set_params(**params)
+    # Values too (types, ranges, choices), with the rules scikit-learn applies at fit time:
+    # a bad value is an InvalidSpec before any data is read, never a failure after loading.
+    validate = getattr(estimator, "_validate_params", None)
+    if callable(validate):
+        try:
+            validate()
+        except InvalidParameterError as e:
+            raise InvalidSpecError(f"spec.estimator.hyperparameters: {e}") from e
     return estimator
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -13,6 +14,48 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 _MESSAGE_LIMIT = 1024
+MODEL_VERSION_FILE = "modelversion.yaml"
+_MAX_METRICS = 32
+
+
+def model_version_manifest(
+    spec: api.TrainingJobSpec, result: api.TrainingResult, *, version: int = 1
+) -> dict[str, object] | None:
+    """The ModelVersion manifest ``kubeloop-serve --model-version`` serves, for a run
+    that trained a model and passed its gate (``None`` otherwise).
+
+    The same fields the operator registers (it numbers versions; here it is ``version``).
+    """
+    if (
+        not result.succeeded
+        or result.artifact is None
+        or result.framework is None
+        or result.signature is None
+        or result.dataset is None
+    ):
+        return None
+    metrics = {k: v for k, v in result.metrics.items() if math.isfinite(v)}
+    mv = api.ModelVersionSpec(
+        model=spec.model,
+        version=version,
+        task=result.task or spec.estimator.task,
+        artifact=result.artifact,
+        framework=result.framework,
+        signature=result.signature,
+        metrics=dict(sorted(metrics.items())[:_MAX_METRICS]),
+        parameters=dict(sorted(result.parameters.items())[:64]),
+        dataset=result.dataset,
+        gate=result.gate or api.GateResult(passed=True),
+    )
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": "ModelVersion",
+        "metadata": {
+            "name": f"{spec.model}-v{version}",
+            "labels": {api.LABEL_MODEL: spec.model, api.LABEL_VERSION: str(version)},
+        },
+        "spec": mv.wire(),
+    }
 
 
 def failure(reason: str, message: str, **fields: object) -> api.TrainingResult:
