@@ -3,19 +3,25 @@
     bash bench/setup_peers.sh                      # once: peer venvs (PyPI only)
     python bench/serve_bench.py [--duration 10]    # prints a table; exit 1 if a target is missed
 
-Scenarios: a 100-tree RandomForestClassifier and a LogisticRegression trained on iris,
-single-row Open Inference Protocol V2 requests, at 64 concurrent keep-alive connections
-(RPS, p50, p99) and at 1 connection (p50). A bare ASGI app on our server stack
-(uvicorn + uvloop + httptools, fixed JSON) gives the raw HTTP floor.
+Scenarios: the models ``kubeloop-train`` makes from the shipped specs, on the builtin iris
+(feature names with spaces and parentheses): the 100-tree RandomForestClassifier of
+manifests/samples/trainingjob-iris.yaml and the LogisticRegression (with scaling) of
+examples/iris/trainingjob.yaml. Single-row Open Inference Protocol V2 requests, one FP64
+tensor per named feature (request parameter ``content_type: pd``, which MLServer needs to
+hand a Pipeline fitted on a DataFrame its columns), at 64 concurrent keep-alive connections
+(RPS, p50, p99) and at 1 connection (p50), then a mixed point: 63 valid connections beside
+one connection sending an out-of-range row (1e300), where no valid request may fail. A bare
+ASGI app on our server stack (uvicorn + uvloop + httptools, fixed JSON) gives the raw HTTP
+floor. The table prints the runtime that served each model (ONNX or scikit-learn).
 
 Every server runs as ONE process pinned to CPU 0 with ``taskset``; the load generator
 (``wrk``, C, one thread, keep-alive, Lua script for the POST body) is pinned to CPU 1.
 The machine has 2 cores, so server and client do not compete for a core, but nothing
 else runs on CPU 1 either: background load on the machine still adds noise.
 
-Peers serve the joblib file of the same fitted estimator with scikit-learn; kubeloop-serve
-serves the skops file of it, with the ONNX graph the trainer exports (verified equal to
-scikit-learn on held-out rows) as its predictor, with default monitoring (drift window).
+Peers serve a joblib copy of the same fitted Pipeline with scikit-learn; kubeloop-serve
+serves the trainer's output directory as it is (skops file, the ONNX graph the trainer
+exported and verified, default monitoring with the drift window).
 
 Targets (exit status 1 and a message when missed): forest at 64 clients >= 25x both
 peers' RPS with a lower p99; logistic regression at 64 clients >= 4x; at 1 client our
@@ -44,6 +50,13 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SPECS = {
+    "forest": ROOT / "manifests/samples/trainingjob-iris.yaml",
+    "logreg": ROOT / "examples/iris/trainingjob.yaml",
+}
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+HOSTILE = [6.1, 1e300, 4.7, 1.2]
 VENVS = Path(os.environ.get("KUBELOOP_BENCH_VENVS", Path.home() / ".cache/kubeloop/bench-venvs"))
 ROW = [6.1, 2.8, 4.7, 1.2]
 SERVER_CPU = "0"
@@ -134,8 +147,10 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, body: bytes, connections: int, seconds: float, script_dir: Path) -> Result:
-    script = script_dir / "post.lua"
+def wrk(
+    url: str, body: bytes, connections: int, seconds: float, script_dir: Path, tag: str = "post"
+) -> Result:
+    script = script_dir / f"{tag}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(body.decode())}\n"
@@ -157,6 +172,10 @@ def wrk(url: str, body: bytes, connections: int, seconds: float, script_dir: Pat
         ],
     )
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return _parse_wrk(out)
+
+
+def _parse_wrk(out: str) -> Result:
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, flags=re.M))
     errors = 0
@@ -176,6 +195,24 @@ def measure(url: str, body: bytes, args: argparse.Namespace, tmp: Path) -> dict[
     return {"c64": many, "c1": one}
 
 
+def measure_mixed(url: str, body: bytes, bad: bytes, args: argparse.Namespace, tmp: Path) -> Result:
+    """63 valid connections beside 1 sending hostile rows; the valid ones' result."""
+    hostile = tmp / "hostile.lua"
+    hostile.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(bad.decode())}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    seconds = f"{max(1, round(args.duration))}s"
+    cmd = pinned(CLIENT_CPU, ["wrk", "-t1", "--timeout", "10s", "-c1", f"-d{seconds}",
+                              "-s", str(hostile), url])  # fmt: skip
+    side = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return wrk(url, body, 63, args.duration, tmp, tag="valid")
+    finally:
+        side.wait(timeout=args.duration + 30)
+
+
 def check_prediction(url: str, body: bytes, expected: int) -> None:
     status, data = http("POST", url, body)
     if status != 200:
@@ -184,6 +221,31 @@ def check_prediction(url: str, body: bytes, expected: int) -> None:
     got = outputs[0]["data"][0]
     if int(got) != expected:
         raise RuntimeError(f"{url}: predicted {got}, expected {expected}")
+
+
+def train(scen: str, out: Path) -> tuple[Path, Any]:
+    """``kubeloop-train`` on the shipped spec; returns (output dir, the fitted Pipeline)."""
+    from kubeloop_runtime import api, artifacts  # noqa: PLC0415
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubeloop_runtime.train.cli", "--spec", str(SPECS[scen]),
+         "--output", str(out), "--log-level", "WARNING"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubeloop-train {SPECS[scen]} exited {proc.returncode}: {proc.stderr}")
+    result = api.TrainingResult.model_validate_json(proc.stdout)
+    assert result.artifact is not None
+    model = artifacts.load_model(
+        out / "model.skops", sha256=result.artifact.sha256, fmt=result.artifact.format
+    )
+    return out, model
+
+
+def runtime_of(base: str, name: str) -> str:
+    status, data = http("GET", f"{base}/v2/models/{name}")
+    platform = json.loads(data).get("platform", "") if status == 200 else ""
+    return {"kubeloop-onnx": "ONNX", "kubeloop-sklearn": "scikit-learn"}.get(platform, "?")
 
 
 def mlserver_repo(root: Path, name: str, joblib_path: Path, port: int) -> Path:
@@ -213,16 +275,22 @@ def mlserver_repo(root: Path, name: str, joblib_path: Path, port: int) -> Path:
     return repo
 
 
-def v2_body(name: str = "input-0") -> bytes:
+def v2_body(row: list[float] = ROW) -> bytes:
+    """One FP64 tensor per named feature; ``content_type: pd`` lets MLServer build a frame."""
     return json.dumps(
-        {"inputs": [{"name": name, "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
+        {
+            "parameters": {"content_type": "pd"},
+            "inputs": [
+                {"name": f, "shape": [1], "datatype": "FP64", "data": [v]}
+                for f, v in zip(FEATURES, row, strict=True)
+            ],
+        }
     ).encode()
 
 
 def run(args: argparse.Namespace) -> int:
     global NICE  # noqa: PLW0603 - set once from the command line
     NICE = args.nice
-    from kubeloop_runtime.serve.testing import build_model_version  # noqa: PLC0415
 
     for tool in ("wrk",):
         if not shutil.which(tool):
@@ -235,11 +303,11 @@ def run(args: argparse.Namespace) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="kubeloop-bench-"))
     results: dict[tuple[str, str], dict[str, Result]] = {}
+    runtimes: dict[tuple[str, str], str] = {}
+    hostile_status: dict[tuple[str, str], int] = {}
     body = v2_body()
-    scenarios = {
-        "forest": ("RandomForestClassifier", {"n_estimators": 100}),
-        "logreg": ("LogisticRegression", {}),
-    }
+    bad = v2_body(HOSTILE)
+    scenarios = dict(SPECS)
     if args.only:
         scenarios = {k: v for k, v in scenarios.items() if k in args.only}
     try:
@@ -249,21 +317,23 @@ def run(args: argparse.Namespace) -> int:
             f"http://127.0.0.1:{port}/", tmp,
         ):  # fmt: skip
             results[("bare", "-")] = measure(f"http://127.0.0.1:{port}/", body, args, tmp)
+            runtimes[("bare", "-")] = "-"
             print_row("bare ASGI floor", "-", results[("bare", "-")])
-        for scen, (estimator, hp) in scenarios.items():
-            name = f"iris-{scen}"
-            built = build_model_version(
-                tmp / scen, dataset="iris", estimator=estimator, hyperparameters=hp,
-                name=name, frame=False, also_joblib=True,
-            )  # fmt: skip
-            joblib_path = built.directory / "model.joblib"
-            expected = int(built.estimator.predict([ROW])[0])
+        for scen in scenarios:
+            out, model = train(scen, tmp / scen)
+            import joblib  # noqa: PLC0415
+            import pandas as pd  # noqa: PLC0415
+
+            joblib_path = tmp / f"{scen}.joblib"
+            joblib.dump(model, joblib_path)
+            name = "iris"  # the model name in both shipped specs
+            expected = int(model.predict(pd.DataFrame([ROW], columns=FEATURES))[0])
             servers: list[tuple[str, list[str], int]] = []
             port = free_port()
             servers.append((
                 "kubeloop-serve",
                 [sys.executable, "-m", "kubeloop_runtime.serve.cli", "--model-version",
-                 str(built.manifest), "--host", "127.0.0.1", "--port", str(port),
+                 str(out), "--host", "127.0.0.1", "--port", str(port),
                  "--log-level", "warning"],
                 port,
             ))  # fmt: skip
@@ -275,44 +345,67 @@ def run(args: argparse.Namespace) -> int:
                 port,
             ))  # fmt: skip
             port = free_port()
-            repo = mlserver_repo(tmp, name, joblib_path, port)
+            repo = mlserver_repo(tmp / scen, name, joblib_path, port)
             servers.append(("mlserver", [str(mlserver_bin), "start", str(repo)], port))
-            for label, cmd, p in servers:
-                base = f"http://127.0.0.1:{p}"
+            for label, cmd, srv_port in servers:
+                base = f"http://127.0.0.1:{srv_port}"
                 with server(f"{label}-{scen}", cmd, f"{base}/v2/models/{name}/ready", tmp):
                     url = f"{base}/v2/models/{name}/infer"
                     check_prediction(url, body, expected)
-                    results[(label, scen)] = measure(url, body, args, tmp)
-                    print_row(label, scen, results[(label, scen)])
+                    key = (label, scen)
+                    runtimes[key] = (
+                        runtime_of(base, name) if label == "kubeloop-serve" else ("scikit-learn")
+                    )
+                    hostile_status[key] = http("POST", url, bad)[0]
+                    results[key] = measure(url, body, args, tmp)
+                    results[key]["mixed"] = measure_mixed(url, body, bad, args, tmp)
+                    print_row(label, scen, results[key])
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    return report(results, scenarios, args)
+    return report(results, runtimes, hostile_status, scenarios, args)
 
 
 def print_row(label: str, scen: str, r: dict[str, Result]) -> None:
     many, one = r["c64"], r["c1"]
+    mixed = r.get("mixed")
     print(
         f"  measured {label:<16} {scen:<7} 64c: {many.rps:9.0f} rps p50 {many.p50_ms:7.2f} ms"
         f" p99 {many.p99_ms:7.2f} ms | 1c: p50 {one.p50_ms:6.2f} ms"
-        f"{'  ERRORS ' + str(many.errors + one.errors) if many.errors + one.errors else ''}",
+        + (f" | mixed 63+1: {mixed.rps:7.0f} rps, {mixed.errors} valid failed" if mixed else "")
+        + (f"  ERRORS {many.errors + one.errors}" if many.errors + one.errors else ""),
         flush=True,
     )
 
 
+def _ratio(a: float, b: float) -> float:
+    """a / b; infinite when b is 0 (a peer that completed no request in the window)."""
+    return a / b if b else float("inf")
+
+
 def report(
     results: dict[tuple[str, str], dict[str, Result]],
+    runtimes: dict[tuple[str, str], str],
+    hostile_status: dict[tuple[str, str], int],
     scenarios: dict[str, Any],
     args: argparse.Namespace,
 ) -> int:
     lines = [
-        "| model | server | RPS @64 | p50 @64 (ms) | p99 @64 (ms) | p50 @1 (ms) | RPS @1 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | server | runtime | RPS @64 | p50 @64 (ms) | p99 @64 (ms) | p50 @1 (ms)"
+        " | RPS @1 | mixed 63+1: valid RPS | valid failed | hostile row got |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (label, scen), r in results.items():
+        mixed = r.get("mixed")
         lines.append(
-            f"| {scen} | {label} | {r['c64'].rps:,.0f} | {r['c64'].p50_ms:.2f} |"
-            f" {r['c64'].p99_ms:.2f} | {r['c1'].p50_ms:.3f} | {r['c1'].rps:,.0f} |"
+            f"| {scen} | {label} | {runtimes.get((label, scen), '?')} | {r['c64'].rps:,.0f} |"
+            f" {r['c64'].p50_ms:.2f} | {r['c64'].p99_ms:.2f} | {r['c1'].p50_ms:.3f} |"
+            f" {r['c1'].rps:,.0f} |"
+            + (
+                f" {mixed.rps:,.0f} | {mixed.errors} | {hostile_status[(label, scen)]} |"
+                if mixed
+                else " | | |"
+            )
         )
     print()
     print("\n".join(lines))
@@ -321,14 +414,21 @@ def report(
     for (label, scen), r in results.items():
         if r["c64"].errors or r["c1"].errors:
             failures.append(f"{label} {scen}: {r['c64'].errors + r['c1'].errors} failed requests")
+        if label == "kubeloop-serve" and r["mixed"].errors:
+            failures.append(f"{label} {scen}: {r['mixed'].errors} valid requests failed beside"
+                            " a hostile client")  # fmt: skip
+        if label == "kubeloop-serve" and not 400 <= hostile_status[(label, scen)] < 500:
+            failures.append(f"{label} {scen}: the hostile row got {hostile_status[(label, scen)]}")
+        if label == "kubeloop-serve" and runtimes[(label, scen)] != "ONNX":
+            failures.append(f"{label} {scen}: served by {runtimes[(label, scen)]}, not ONNX")
     for scen in scenarios:
         ours = results[("kubeloop-serve", scen)]
         target = TARGET_FOREST_RPS if scen == "forest" else TARGET_LOGREG_RPS
         for peer in ("kserve", "mlserver"):
             theirs = results[(peer, scen)]
-            ratio = ours["c64"].rps / theirs["c64"].rps
-            p99 = theirs["c64"].p99_ms / ours["c64"].p99_ms
-            p50 = theirs["c1"].p50_ms / ours["c1"].p50_ms
+            ratio = _ratio(ours["c64"].rps, theirs["c64"].rps)
+            p99 = _ratio(theirs["c64"].p99_ms, ours["c64"].p99_ms)
+            p50 = _ratio(theirs["c1"].p50_ms, ours["c1"].p50_ms)
             print(
                 f"{scen:<7} vs {peer:<9} RPS@64 x{ratio:6.1f} (target x{target:g})"
                 f"  p99@64 {ours['c64'].p99_ms:.2f} vs {theirs['c64'].p99_ms:.2f} ms"
@@ -355,7 +455,14 @@ def report(
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {f"{k[0]}/{k[1]}": {c: vars(v) for c, v in r.items()} for k, r in results.items()},
+                {
+                    f"{k[0]}/{k[1]}": {
+                        **{c: vars(v) for c, v in r.items()},
+                        "runtime": runtimes.get(k),
+                        "hostile_status": hostile_status.get(k),
+                    }
+                    for k, r in results.items()
+                },
                 indent=2,
             )
         )

@@ -1,8 +1,11 @@
 """A scikit-learn model on KServe's Python model server (the documented custom-model route).
 
 KServe's sklearnserver is not on PyPI; this is the equivalent a KServe user writes: a
-``kserve.Model`` that loads the joblib file and predicts with numpy, served by
-``kserve.ModelServer``. Run with the KServe venv's Python (see bench/setup_peers.sh).
+``kserve.Model`` that loads the joblib file and predicts, served by ``kserve.ModelServer``.
+The model is the Pipeline ``kubeloop-train`` fitted on a DataFrame, so (as a KServe user
+must for such a model) the request's inputs become a DataFrame: one tensor per feature,
+named by the feature, or one ``[N, F]`` tensor in the fitted column order. Run with the
+KServe venv's Python (see bench/setup_peers.sh).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import joblib
 import kserve
 import numpy as np
+import pandas as pd
 from kserve import InferOutput, InferRequest, InferResponse
 
 
@@ -28,10 +32,17 @@ class SklearnModel(kserve.Model):  # type: ignore[misc]
         self.ready = True
         return self.ready
 
+    def _frame(self, payload: InferRequest) -> Any:
+        columns = list(getattr(self.model, "feature_names_in_", []))
+        if len(payload.inputs) == 1 and columns:
+            return pd.DataFrame(payload.inputs[0].as_numpy(), columns=columns)
+        if len(payload.inputs) == 1:
+            return payload.inputs[0].as_numpy()
+        return pd.DataFrame({i.name: i.as_numpy().reshape(-1) for i in payload.inputs})
+
     def predict(self, payload: Any, headers: Any = None) -> Any:
         if isinstance(payload, InferRequest):
-            x = payload.inputs[0].as_numpy()
-            result = self.model.predict(x)
+            result = self.model.predict(self._frame(payload))
             out = InferOutput(name="predict", shape=list(result.shape), datatype="INT64")
             out.set_data_from_numpy(np.asarray(result, dtype=np.int64), binary_data=False)
             return InferResponse(
