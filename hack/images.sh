@@ -300,7 +300,7 @@ all_pause() {
 }
 
 all_build() {
-  local short dockerfile name ref
+  local line short dockerfile name ref
   for line in "${ours[@]}"; do
     read -r short dockerfile name ref <<<"${line}"
     if [ "$(image_key "${name}")" = "$(our_key "${dockerfile}")" ]; then
