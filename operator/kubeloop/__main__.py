@@ -1,7 +1,8 @@
 """`kubeloop-operator`: runs the Kubeloop controllers on kopf.
 
 Watches the namespaces in KUBELOOP_NAMESPACES (comma-separated), or the whole cluster when
-it is empty. One replica (the Deployment uses the Recreate strategy), so kopf peering is off.
+it is empty. Several replicas may run: they elect a leader on a Lease (kubeloop.leader),
+and only the leader reconciles; kopf's own peering is off.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"kubeloop-operator: invalid settings: {e}\n")
         return 2
     logs.configure(settings.log_format)
-    # Importing the handlers registers them with kopf's default registry.
-    import kubeloop.handlers  # noqa: F401, PLC0415
+    # Importing the startup module registers the lifecycle with kopf's default registry.
+    import kubeloop.handlers.startup  # noqa: F401, PLC0415
 
     logging.getLogger("kubeloop").info(
         "Starting operator (namespaces: %s)", ", ".join(settings.namespaces) or "all"

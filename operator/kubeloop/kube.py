@@ -3,14 +3,21 @@
 A small typed facade over the official client's REST layer: objects are plain dicts in and
 out (the shape the pure builders produce), children are written with server-side apply
 (idempotent, conflict-free for fields we own), status goes through the /status subresource.
-The client is blocking: call it from kopf's sync handlers, which run in a thread pool.
+The client is blocking: call it from worker threads (the work queue's, the informers'),
+never from an event loop.
+
+Every request is counted in ``rest_client_requests_total{method,code}`` (client-go's name)
+when a counter is attached, and every write passes the ``write_guard`` first: the leader
+elector installs one so that a replica that is not (or no longer) the leader cannot write.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -18,9 +25,14 @@ from kubernetes.client.exceptions import ApiException
 
 from kubeloop_runtime import api
 
+logger = logging.getLogger("kubeloop.kube")
+
 FIELD_MANAGER = "kubeloop"
+USER_AGENT = "kubeloop-operator"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Obj = dict[str, Any]
+Objs = list[Obj]  # (a method below is called `list`)
 
 # kind -> (api prefix for its apiVersion, plural). Only what Kubeloop reads or writes.
 _PLURALS: dict[str, str] = {
@@ -37,7 +49,12 @@ _PLURALS: dict[str, str] = {
     "ConfigMap": "configmaps",
     "Event": "events",
     "Namespace": "namespaces",
+    "Lease": "leases",
 }
+
+
+class NotLeaderError(RuntimeError):
+    """A write was refused because this replica does not hold the leader Lease."""
 
 
 def _base(api_version: str) -> str:
@@ -62,7 +79,14 @@ def load_client_config() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    api_client = client.ApiClient()
+    api_client.user_agent = USER_AGENT
+    return api_client
+
+
+def _count(counter: Any, method: str, code: int | str) -> None:
+    if counter is not None:
+        counter.labels(method, str(code)).inc()
 
 
 @dataclass
@@ -70,6 +94,17 @@ class Kube:
     """Blocking access to the API server, shared by all handlers (through kopf's memo)."""
 
     api_client: client.ApiClient
+    # rest_client_requests_total{method,code}, when the operator's metrics are attached.
+    requests_total: Any = None
+    # Called before every write; False refuses it (NotLeaderError). None: always allowed.
+    write_guard: Callable[[], bool] | None = field(default=None, repr=False)
+
+    def guarded(self, guard: Callable[[], bool] | None) -> Kube:
+        """The same client with another write guard (the elector's own Lease writes use
+        an unguarded copy)."""
+        other = copy.copy(self)
+        other.write_guard = guard
+        return other
 
     # ------------------------------------------------------------------ transport
 
@@ -82,6 +117,33 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Obj:
+        if method in WRITE_METHODS and self.write_guard is not None and not self.write_guard():
+            raise NotLeaderError(f"{method} {url}: this replica is not the leader")
+        try:
+            data = self._send(method, url, body=body, query=query, content_type=content_type)
+        except ApiException as e:
+            _count(self.requests_total, method, e.status or "<error>")
+            raise
+        except Exception:
+            _count(self.requests_total, method, "<error>")
+            raise
+        _count(self.requests_total, method, 200)
+        if method in WRITE_METHODS:
+            logger.debug("Sent %s %s", method, url)
+        return cast(Obj, json.loads(data)) if data else {}
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any,
+        query: Mapping[str, str] | None,
+        content_type: str,
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """One request; the body's bytes, or the open urllib3 response when ``stream``."""
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         api_client: Any = self.api_client  # its call_api changed shape across releases
         if hasattr(api_client, "param_serialize"):  # kubernetes >= 35 (new generator)
@@ -93,7 +155,11 @@ class Kube:
                 body=body,
                 auth_settings=["BearerToken"],
             )
-            resp = api_client.call_api(method, full_url, header_params=hdrs, body=payload)
+            resp = api_client.call_api(
+                method, full_url, header_params=hdrs, body=payload, _request_timeout=timeout
+            )
+            if stream and 200 <= resp.status <= 299:
+                return resp.response
             resp.read()
             if not 200 <= resp.status <= 299:
                 raise ApiException(http_resp=resp)
@@ -107,9 +173,11 @@ class Kube:
                 auth_settings=["BearerToken"],
                 _preload_content=False,
                 _return_http_data_only=True,
+                _request_timeout=timeout,
             )
-        data = resp.data
-        return cast(Obj, json.loads(data)) if data else {}
+            if stream:
+                return resp
+        return resp.data
 
     # ------------------------------------------------------------------ reads
 
@@ -129,11 +197,75 @@ class Kube:
         *,
         labels: Mapping[str, str] | None = None,
     ) -> list[Obj]:
-        query = {}
+        return self.list_with_version(api_version, kind, namespace, labels=labels)[0]
+
+    def list_with_version(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 500,
+    ) -> tuple[Objs, str]:
+        """Every object (in pages of ``page_size``) and the list's resourceVersion, from
+        which a watch starts."""
+        query = {"limit": str(page_size)}
         if labels:
-            query["labelSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        items = self.request("GET", path(api_version, kind, namespace), query=query)
-        return cast(list[Obj], items.get("items") or [])
+            query["labelSelector"] = selector(labels)
+        items: Objs = []
+        while True:
+            page = self.request("GET", path(api_version, kind, namespace), query=query)
+            items.extend(cast(Objs, page.get("items") or []))
+            meta = page.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion", ""))
+            query = {**query, "continue": str(meta["continue"])}
+
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        labels: Mapping[str, str] | None = None,
+    ) -> Iterator[Obj]:
+        """The watch events (``{"type", "object"}``) from ``resource_version`` until the
+        server ends the stream (after about ``timeout_seconds``), with bookmarks."""
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if labels:
+            query["labelSelector"] = selector(labels)
+        try:
+            resp = self._send(
+                "GET",
+                path(api_version, kind, namespace),
+                body=None,
+                query=query,
+                content_type="application/json",
+                stream=True,
+                timeout=timeout_seconds + 30,
+            )
+        except ApiException as e:
+            _count(self.requests_total, "WATCH", e.status or "<error>")
+            raise
+        _count(self.requests_total, "WATCH", 200)
+        try:
+            buffer = b""
+            for chunk in resp.stream(65536):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield cast(Obj, json.loads(line))
+        finally:
+            resp.release_conn()
 
     # ------------------------------------------------------------------ writes
 
@@ -163,6 +295,16 @@ class Kube:
             if e.status == 409:
                 return None
             raise
+
+    def replace(self, obj: Obj) -> Obj:
+        """PUT ``obj`` (guarded by its metadata.resourceVersion: a 409 when stale)."""
+        meta = obj["metadata"]
+        return self.request(
+            "PUT",
+            path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]),
+            body=obj,
+            query={"fieldManager": FIELD_MANAGER},
+        )
 
     def patch(
         self,
@@ -215,3 +357,8 @@ class Kube:
                 return False
             raise
         return True
+
+
+def selector(labels: Mapping[str, str]) -> str:
+    """A label selector string; ``"key"`` alone (value ``""``) means "has the label"."""
+    return ",".join(k if v == "" else f"{k}={v}" for k, v in sorted(labels.items()))

@@ -33,12 +33,24 @@ ROLLOUTS_TOTAL = "kubeloop_rollouts_total"
 ROLLBACKS_TOTAL = "kubeloop_rollbacks_total"
 PROMOTIONS_TOTAL = "kubeloop_promotions_total"
 RETRAINS_TOTAL = "kubeloop_retrains_total"
+# Controller machinery, under client-go's and controller-runtime's own names.
+WORKQUEUE_DEPTH = "workqueue_depth"
+WORKQUEUE_ADDS_TOTAL = "workqueue_adds_total"
+WORKQUEUE_QUEUE_DURATION_SECONDS = "workqueue_queue_duration_seconds"
+WORKQUEUE_WORK_DURATION_SECONDS = "workqueue_work_duration_seconds"
+WORKQUEUE_RETRIES_TOTAL = "workqueue_retries_total"
+ACTIVE_WORKERS = "kubeloop_controller_active_workers"
+MAX_CONCURRENT_RECONCILES = "kubeloop_controller_max_concurrent_reconciles"
+CACHE_OBJECTS = "kubeloop_cache_objects"
+REST_CLIENT_REQUESTS_TOTAL = "rest_client_requests_total"
+LEADER = "kubeloop_leader_election_master_status"
 
 # Controllers (the `controller` label).
 TRAININGJOB = "trainingjob"
 MODELVERSION = "modelversion"
 INFERENCESERVICE = "inferenceservice"
-CONTROLLERS = (TRAININGJOB, MODELVERSION, INFERENCESERVICE)
+LOOP = "loop"
+CONTROLLERS = (TRAININGJOB, MODELVERSION, INFERENCESERVICE, LOOP)
 
 # Reconcile results (the `result` label), as kubeloop.handlers._instrument records them.
 SUCCESS = "success"
@@ -117,6 +129,16 @@ class OperatorMetrics:
     rollbacks_total: Counter
     promotions_total: Counter
     retrains_total: Counter
+    workqueue_depth: Gauge
+    workqueue_adds_total: Counter
+    workqueue_queue_duration_seconds: Histogram
+    workqueue_work_duration_seconds: Histogram
+    workqueue_retries_total: Counter
+    active_workers: Gauge
+    max_concurrent_reconciles: Gauge
+    cache_objects: Gauge
+    rest_client_requests_total: Counter
+    leader: Gauge
     object_states: ObjectStates = field(init=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +163,9 @@ class OperatorMetrics:
             self.rollbacks_total.labels(namespace, name, reason)
         for signal in RETRAIN_SIGNALS:
             self.retrains_total.labels(namespace, name, signal)
+
+
+_DURATION_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60)
 
 
 def create_metrics(registry: CollectorRegistry | None = None) -> OperatorMetrics:
@@ -229,5 +254,55 @@ def create_metrics(registry: CollectorRegistry | None = None) -> OperatorMetrics
             "Retraining runs started by the closed loop, by InferenceService and signal.",
             ["namespace", "inferenceservice", "signal"],
             registry=reg,
+        ),
+        workqueue_depth=Gauge(
+            WORKQUEUE_DEPTH, "Current depth of the work queue.", ["name"], registry=reg
+        ),
+        workqueue_adds_total=Counter(
+            WORKQUEUE_ADDS_TOTAL, "Adds handled by the work queue.", ["name"], registry=reg
+        ),
+        workqueue_queue_duration_seconds=Histogram(
+            WORKQUEUE_QUEUE_DURATION_SECONDS,
+            "How long a key stays in the work queue before it is processed.",
+            ["name"],
+            buckets=_DURATION_BUCKETS,
+            registry=reg,
+        ),
+        workqueue_work_duration_seconds=Histogram(
+            WORKQUEUE_WORK_DURATION_SECONDS,
+            "How long processing a key from the work queue takes.",
+            ["name"],
+            buckets=_DURATION_BUCKETS,
+            registry=reg,
+        ),
+        workqueue_retries_total=Counter(
+            WORKQUEUE_RETRIES_TOTAL, "Retries handled by the work queue.", ["name"], registry=reg
+        ),
+        active_workers=Gauge(
+            ACTIVE_WORKERS,
+            "Workers reconciling right now, by controller.",
+            ["controller"],
+            registry=reg,
+        ),
+        max_concurrent_reconciles=Gauge(
+            MAX_CONCURRENT_RECONCILES,
+            "Worker threads, by controller.",
+            ["controller"],
+            registry=reg,
+        ),
+        cache_objects=Gauge(
+            CACHE_OBJECTS,
+            "Objects in the operator's watch-fed cache, by kind.",
+            ["kind"],
+            registry=reg,
+        ),
+        rest_client_requests_total=Counter(
+            REST_CLIENT_REQUESTS_TOTAL,
+            "Requests the operator made to the API server, by method and status code.",
+            ["method", "code"],
+            registry=reg,
+        ),
+        leader=Gauge(
+            LEADER, "1 while this replica holds the leader Lease.", ["name"], registry=reg
         ),
     )

@@ -38,6 +38,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r}: expected a number") from e
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true or false")
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = env.get(name, "")
     return tuple(x.strip() for x in raw.split(",") if x.strip())
@@ -57,13 +68,29 @@ class Settings:
     metrics_port: int = 8080
     health_port: int = 8081
     log_format: str = "json"  # "json" in the cluster, "plain" on a terminal
-    # How often timers look at running work (seconds).
+    # How often polled work is looked at again (seconds): unfinished training runs and
+    # the closed loop's signals, as delayed keys in the work queues.
     poll_interval: float = 10.0
     # kopf tuning (tests shorten these).
     watch_timeout: int = 300
     backoff: float = 5.0
     # How the operator reads serving pods' signals for the closed loop.
     signal_timeout: float = 2.0
+    # Reconciles of different objects run in parallel on this many threads per controller.
+    workers: int = 4
+    # The operator-level resync: every cached object is reconciled again this often
+    # (seconds, jittered). A backstop only: watch events drive every reconcile.
+    resync_period: float = 600.0
+    # Leader election on a coordination.k8s.io Lease (two replicas, one writes).
+    leader_election: bool = True
+    lease_name: str = "kubeloop-operator"
+    lease_namespace: str = "kubeloop-system"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    # This replica's name in the Lease (the pod's name, from the Downward API); "" = the
+    # host name and a random suffix.
+    identity: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -89,4 +116,16 @@ class Settings:
             watch_timeout=_int(e, "KUBELOOP_WATCH_TIMEOUT", cls.watch_timeout, minimum=1),
             backoff=_float(e, "KUBELOOP_BACKOFF", cls.backoff),
             signal_timeout=_float(e, "KUBELOOP_SIGNAL_TIMEOUT", cls.signal_timeout),
+            workers=_int(e, "KUBELOOP_WORKERS", cls.workers, minimum=1),
+            resync_period=_float(e, "KUBELOOP_RESYNC_PERIOD", cls.resync_period),
+            leader_election=_bool(e, "KUBELOOP_LEADER_ELECTION", cls.leader_election),
+            lease_name=e.get("KUBELOOP_LEASE_NAME", cls.lease_name),
+            # The operator's own namespace (the Downward API's POD_NAMESPACE in the cluster).
+            lease_namespace=e.get("KUBELOOP_LEASE_NAMESPACE")
+            or e.get("POD_NAMESPACE")
+            or cls.lease_namespace,
+            lease_duration=_float(e, "KUBELOOP_LEASE_DURATION", cls.lease_duration),
+            renew_deadline=_float(e, "KUBELOOP_RENEW_DEADLINE", cls.renew_deadline),
+            retry_period=_float(e, "KUBELOOP_RETRY_PERIOD", cls.retry_period),
+            identity=e.get("POD_NAME", ""),
         )

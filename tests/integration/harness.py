@@ -214,6 +214,10 @@ class OperatorProcess:
     It authenticates with ``kubeconfig``: the operator ServiceAccount's (see
     ``operator_kubeconfig``) in the fixtures, so every integration test also proves that
     the RBAC in manifests/base is sufficient.
+
+    Leader election is off unless ``env`` turns it on (``KUBELOOP_LEADER_ELECTION=true``,
+    with a Lease name of the test's own): tests run one operator per namespace, in
+    parallel, and the failover tests install the Lease Role themselves.
     """
 
     cluster: Cluster
@@ -244,6 +248,7 @@ class OperatorProcess:
             "KUBELOOP_WATCH_TIMEOUT": "30",
             "KUBELOOP_BACKOFF": "0.5",
             "KUBELOOP_RUNTIME_IMAGE": "kubeloop/runtime:test",
+            "KUBELOOP_LEADER_ELECTION": "false",
             **self.env,
         }
         log = self.log_path.open("ab")
@@ -296,3 +301,42 @@ class OperatorProcess:
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
             return str(r.read().decode())
+
+    def writes(self) -> float:
+        """Writes this process sent to the API server so far (POST, PUT, PATCH, DELETE), by
+        its own ``rest_client_requests_total``."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith("rest_client_requests_total{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+                if labels.get("method") in ("POST", "PUT", "PATCH", "DELETE"):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def settled(self, quiet: float = 2.0, timeout: float = 120.0) -> None:
+        """Wait until the work queues are empty and no reconcile ran for ``quiet`` seconds."""
+
+        def reconciles() -> float:
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in self.metrics().splitlines()
+                if line.startswith("kubeloop_reconcile_total{")
+            )
+
+        def depth() -> float:
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in self.metrics().splitlines()
+                if line.startswith("workqueue_depth{")
+            )
+
+        deadline = time.monotonic() + timeout
+        last, since = reconciles(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = reconciles()
+            if now != last or depth() > 0:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+        raise AssertionError(f"the operator did not settle within {timeout:.0f}s")

@@ -146,6 +146,29 @@ def test_operator_role_is_what_the_operator_needs() -> None:
     assert {r for _, r in rules} <= allowed_resources
 
 
+def test_leader_election_may_touch_leases_in_the_operator_namespace_only() -> None:
+    objs = kustomize("manifests/base")
+    role = _by(objs, "Role", "kubeloop-operator-leader-election")
+    assert role["metadata"]["namespace"] == "kubeloop-system"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    binding = _by(objs, "RoleBinding", "kubeloop-operator-leader-election")
+    assert binding["metadata"]["namespace"] == "kubeloop-system"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "kubeloop-operator-leader-election",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "kubeloop-operator", "namespace": "kubeloop-system"}
+    ]
+
+
 def test_operator_binding_targets_its_service_account() -> None:
     objs = kustomize("manifests/base")
     b = _by(objs, "ClusterRoleBinding", "kubeloop-operator")
@@ -177,15 +200,21 @@ def _settings_env_names() -> set[str]:
 def test_operator_deployment() -> None:
     dep = _by(kustomize("manifests/base"), "Deployment", "kubeloop-operator")
     assert dep["metadata"]["namespace"] == "kubeloop-system"
-    assert dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    # Two replicas under leader election; a rolling update never leaves none.
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     tmpl = dep["spec"]["template"]
     ann = tmpl["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "8080"
     (c,) = tmpl["spec"]["containers"]
     assert c["image"] == "kubeloop/operator:0.1.0"
-    env = {e["name"]: e["value"] for e in c["env"]}
-    assert set(env) <= _settings_env_names(), "env the operator does not read"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    downward = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"] if "valueFrom" in e
+    }
+    assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    assert set(env) - set(downward) <= _settings_env_names(), "env the operator does not read"
+    assert env["KUBELOOP_LEADER_ELECTION"] == "true"
     assert env["KUBELOOP_RUNTIME_IMAGE"] == "kubeloop/runtime:0.1.0"
     assert env["KUBELOOP_ARTIFACT_PVC"] == "kubeloop-artifacts"
     assert env["KUBELOOP_LOG_FORMAT"] == "json"
@@ -254,7 +283,7 @@ def test_kind_overlay_uses_dev_images() -> None:
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["image"] == "kubeloop/operator:dev"
     assert c["imagePullPolicy"] == "IfNotPresent"
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["KUBELOOP_RUNTIME_IMAGE"] == "kubeloop/runtime:dev"
     assert env["KUBELOOP_IMAGE_PULL_POLICY"] == "IfNotPresent"
     # The strategic merge kept every other variable.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import kopf
 import pytest
 
 from kubeloop import metrics as m
@@ -88,11 +87,11 @@ def _objects(metrics: m.OperatorMetrics) -> dict[tuple[str, str, str], float]:
     return out
 
 
-def _body(name: str, conditions: list[dict[str, Any]] | None) -> kopf.Body:
+def _body(name: str, conditions: list[dict[str, Any]] | None) -> dict[str, Any]:
     raw: dict[str, Any] = {"metadata": {"namespace": "ml", "name": name}}
     if conditions is not None:
         raw["status"] = {"conditions": conditions}
-    return kopf.Body(raw)  # type: ignore[arg-type]
+    return raw
 
 
 def test_objects_gauge_counts_each_object_by_its_top_condition() -> None:
@@ -103,22 +102,22 @@ def test_objects_gauge_counts_each_object_by_its_top_condition() -> None:
     assert ("InferenceService", "Ready", "False") in start
 
     ready = [{"type": "Ready", "status": "True"}, {"type": "Succeeded", "status": "False"}]
-    objects.observe(metrics, "ModelVersion", None, _body("iris-v1", ready))
-    objects.observe(metrics, "ModelVersion", "ADDED", _body("iris-v2", None))
-    objects.observe(metrics, "TrainingJob", "ADDED", _body("iris", ready))  # no Succeeded yet
+    objects.observe(metrics, "ModelVersion", _body("iris-v1", ready))
+    objects.observe(metrics, "ModelVersion", _body("iris-v2", None))
+    objects.observe(metrics, "TrainingJob", _body("iris", ready))  # no Succeeded yet
     got = _objects(metrics)
     assert got[("ModelVersion", "Ready", "True")] == 1
     assert got[("ModelVersion", "Ready", "Unknown")] == 1
     assert got[("TrainingJob", "Succeeded", "False")] == 1
 
     # The same object again (a status change) moves, it does not add.
-    objects.observe(metrics, "ModelVersion", "MODIFIED", _body("iris-v2", ready))
+    objects.observe(metrics, "ModelVersion", _body("iris-v2", ready), _body("iris-v2", None))
     got = _objects(metrics)
     assert got[("ModelVersion", "Ready", "True")] == 2
     assert got[("ModelVersion", "Ready", "Unknown")] == 0
 
-    objects.observe(metrics, "ModelVersion", "DELETED", _body("iris-v1", ready))
-    objects.observe(metrics, "ModelVersion", "DELETED", _body("never-seen", ready))
+    objects.observe(metrics, "ModelVersion", None, _body("iris-v1", ready))
+    objects.observe(metrics, "ModelVersion", None, _body("never-seen", ready))
     assert _objects(metrics)[("ModelVersion", "Ready", "True")] == 1
 
 

@@ -1,14 +1,5 @@
-"""kopf registration: thin handlers that parse, call pure code, call kube.py, write status.
+"""The controllers: one module per kind, each a reconcile keyed by (namespace, name).
 
-Importing this package registers every handler with kopf's default registry.
+``handlers.startup`` registers the operator's lifecycle with kopf (startup, cleanup,
+liveness); :mod:`kubeloop.manager` wires the informers, work queues and leader election.
 """
-
-from kubeloop.handlers import startup  # noqa: F401
-
-# Controllers register themselves on import; each module is one kind.
-for _mod in ("trainingjob", "modelversion", "inferenceservice", "loop", "objects"):
-    try:
-        __import__(f"kubeloop.handlers.{_mod}")
-    except ModuleNotFoundError as _e:  # a controller not written yet
-        if _e.name != f"kubeloop.handlers.{_mod}":
-            raise

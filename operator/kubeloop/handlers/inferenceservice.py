@@ -1,33 +1,37 @@
-"""InferenceService controller: thin kopf handlers around one level-based reconcile.
+"""InferenceService controller: one level-based reconcile per InferenceService key.
 
-What triggers a reconcile of an InferenceService:
+What enqueues an InferenceService (see :mod:`kubeloop.manager`, which wires the informers):
 
-- its own create / update / resume, and a resync timer (a backstop, like controller-runtime's
-  sync period);
-- events of its predictor Deployments (label ``kubeloop.io/inferenceservice``), so the
-  ``RolledOut``/``Ready`` conditions follow the real rollout;
-- events of ModelVersions it refers to — by name, canary name, or model (alias) — found
-  through a kopf index of InferenceServices, so a ModelVersion that appears, turns Ready, or
-  gains an alias is picked up within a watch event, not a poll interval.
+- any change of the InferenceService itself;
+- changes of its children (predictor Deployments, the Service, HPA and PDB, all labelled
+  ``kubeloop.io/inferenceservice``), so ``RolledOut``/``Ready`` follow the real rollout and
+  a child deleted by hand comes back;
+- changes of ModelVersions it refers to (by name, canary name, or model for an alias),
+  found through :class:`RefIndex`, so a ModelVersion that appears, turns Ready or gains an
+  alias is picked up within a watch event;
+- the operator-level resync (rare and jittered), a backstop like controller-runtime's.
 
-Every trigger runs the same :func:`reconcile`: read the InferenceService and the
-ModelVersions, decide (``kubeloop.reconcile.inferenceservice``), apply the children with
-server-side apply, write the status. A per-object lock serialises concurrent triggers.
+The reconcile reads only the caches (the InferenceService, the ModelVersions, its
+Deployments), decides (``kubeloop.reconcile.inferenceservice``), applies the children that
+differ from what is observed and writes the status when it changed.
 """
 
 from __future__ import annotations
 
-import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from kubeloop import kube as kube_mod
 from kubeloop import metrics as m
 from kubeloop.builders import predictor as b
-from kubeloop.handlers._events import as_body
+from kubeloop.client import CachedClient
+from kubeloop.controller import Result
+from kubeloop.handlers import _events
+from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer
 from kubeloop.handlers._instrument import reconciling
+from kubeloop.kube import Kube
 from kubeloop.metrics import OperatorMetrics
 from kubeloop.reconcile import inferenceservice as r
 from kubeloop.registry import KeyedLocks
@@ -35,25 +39,19 @@ from kubeloop.settings import Settings
 from kubeloop_runtime import api
 
 KIND = "InferenceService"
-RESYNC_SECONDS = 30.0
-Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 # Serialises every writer of one InferenceService in this process: this controller's
 # reconcile and the closed loop's tick (both write status.conditions).
 locks = KeyedLocks()
 
+RefKey = tuple[str, str, str]  # (namespace, "mv" | "model", value)
 
-# ----------------------------------------------------------------------------- plumbing
 
-
-@kopf.index(api.GROUP, api.VERSION, api.INFERENCESERVICES)
-def isvc_refs(
-    *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str, str, str], str]:
-    """(namespace, "mv"|"model", value) -> InferenceService names that refer to it."""
-    if namespace is None:
-        return {}
-    keys: set[tuple[str, str, str]] = set()
+def refs_of(namespace: str, body: Mapping[str, Any]) -> set[RefKey]:
+    """What an InferenceService refers to: ModelVersions by name (stable, canary, the closed
+    loop's canary in its status), and models by name (for aliases)."""
+    spec = body.get("spec") or {}
+    keys: set[RefKey] = set()
     model = spec.get("model") or {}
     if model.get("modelVersion"):
         keys.add((namespace, "mv", str(model["modelVersion"])))
@@ -62,86 +60,66 @@ def isvc_refs(
     canary = spec.get("canary") or {}
     if canary.get("modelVersion"):
         keys.add((namespace, "mv", str(canary["modelVersion"])))
-    return dict.fromkeys(keys, name)
+    loop_canary = (body.get("status") or {}).get("loopCanary") or {}
+    if loop_canary.get("modelVersion"):
+        keys.add((namespace, "mv", str(loop_canary["modelVersion"])))
+    return keys
 
 
-# ----------------------------------------------------------------------------- handlers
+class RefIndex:
+    """(namespace, "mv"|"model", value) -> names of the InferenceServices that refer to it,
+    kept from InferenceService events (thread-safe)."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_ref: dict[RefKey, set[str]] = {}
+        self._refs: dict[tuple[str, str], set[RefKey]] = {}
 
-@kopf.on.resume(api.GROUP, api.VERSION, api.INFERENCESERVICES)
-@kopf.on.create(api.GROUP, api.VERSION, api.INFERENCESERVICES)
-@kopf.on.update(api.GROUP, api.VERSION, api.INFERENCESERVICES)
-def reconcile_inferenceservice(
-    *, namespace: str | None, name: str, memo: kopf.Memo, logger: Logger, **_: Any
-) -> None:
-    if namespace is None:
-        return
-    invalid = reconcile(memo, namespace, name, logger)
-    if invalid is not None:
-        raise kopf.PermanentError(invalid)
+    def update(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        new = refs_of(namespace, body) if body is not None else set()
+        with self._lock:
+            old = self._refs.pop((namespace, name), set())
+            for k in old - new:
+                names = self._by_ref.get(k)
+                if names is not None:
+                    names.discard(name)
+                    if not names:
+                        del self._by_ref[k]
+            for k in new:
+                self._by_ref.setdefault(k, set()).add(name)
+            if new:
+                self._refs[(namespace, name)] = new
 
-
-@kopf.timer(api.GROUP, api.VERSION, api.INFERENCESERVICES, interval=RESYNC_SECONDS)
-def resync_inferenceservice(
-    *, namespace: str | None, name: str, memo: kopf.Memo, logger: Logger, **_: Any
-) -> None:
-    if namespace is not None:
-        reconcile(memo, namespace, name, logger)
-
-
-@kopf.on.event(
-    "apps",
-    "v1",
-    "deployments",
-    labels={api.LABEL_INFERENCESERVICE: kopf.PRESENT, api.LABEL_MANAGED_BY: api.MANAGED_BY},
-)
-def predictor_deployment_event(
-    *,
-    namespace: str | None,
-    labels: Mapping[str, str],
-    memo: kopf.Memo,
-    logger: Logger,
-    **_: Any,
-) -> None:
-    if namespace is None:
-        return
-    reconcile(memo, namespace, labels[api.LABEL_INFERENCESERVICE], logger)
-
-
-@kopf.on.event(api.GROUP, api.VERSION, api.MODELVERSIONS)
-def model_version_event(
-    *,
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    memo: kopf.Memo,
-    logger: Logger,
-    isvc_refs: kopf.Index[tuple[str, str, str], str] | None = None,
-    **_: Any,
-) -> None:
-    """A ModelVersion changed: reconcile the InferenceServices that refer to it."""
-    if namespace is None or isvc_refs is None:
-        return
-    keys = [(namespace, "mv", name)]
-    if spec.get("model"):
-        keys.append((namespace, "model", str(spec["model"])))
-    targets: set[str] = set()
-    for key in keys:
-        if key in isvc_refs:
-            targets.update(isvc_refs[key])
-    for isvc in sorted(targets):
-        reconcile(memo, namespace, isvc, logger)
+    def referring(self, namespace: str, mv_name: str, model: str | None) -> set[str]:
+        keys = [(namespace, "mv", mv_name)]
+        if model:
+            keys.append((namespace, "model", model))
+        with self._lock:
+            out: set[str] = set()
+            for k in keys:
+                out |= self._by_ref.get(k, set())
+            return out
 
 
 # ----------------------------------------------------------------------------- reconcile
 
 
-def reconcile(memo: kopf.Memo, namespace: str, name: str, logger: Logger) -> str | None:
+def reconcile_key(memo: Any, namespace: str, name: str) -> Result:
+    """The controller's entry point (the work queue calls it; it counts and times it)."""
+    invalid = reconcile(memo, namespace, name, object_logger(KIND, namespace, name), count=False)
+    if invalid is not None:
+        raise kopf.PermanentError(invalid)
+    return Result()
+
+
+def reconcile(
+    memo: Any, namespace: str, name: str, logger: Logger, *, count: bool = True
+) -> str | None:
     """Reconcile one InferenceService; returns the message when its spec is invalid."""
     metrics: OperatorMetrics = memo.metrics
-    with locks(namespace, name), reconciling(metrics, m.INFERENCESERVICE):
+    with locks(namespace, name), reconciling(metrics if count else None, m.INFERENCESERVICE):
         return _reconcile(
-            kube=memo.kube,
+            kube=memo.client,
             settings=memo.settings,
             metrics=metrics,
             namespace=namespace,
@@ -152,7 +130,7 @@ def reconcile(memo: kopf.Memo, namespace: str, name: str, logger: Logger) -> str
 
 def _reconcile(
     *,
-    kube: kube_mod.Kube,
+    kube: CachedClient,
     settings: Settings,
     metrics: OperatorMetrics,
     namespace: str,
@@ -160,8 +138,11 @@ def _reconcile(
     logger: Logger,
 ) -> str | None:
     body = kube.get(api.API_VERSION, KIND, namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
-        return None  # gone or going: owner references clean up the children
+    if body is None:
+        return None
+    body = release_legacy_finalizer(kube, body) or body
+    if body["metadata"].get("deletionTimestamp"):
+        return None  # going: owner references clean up the children
     generation = body["metadata"].get("generation")
     old_status: dict[str, Any] = body.get("status") or {}
 
@@ -169,15 +150,15 @@ def _reconcile(
         spec = r.parse_spec(body.get("spec"))
     except r.InvalidSpecError as e:
         status = r.invalid_status(old_status, generation, str(e))
-        _write_status(kube, namespace, name, old_status, status)
-        _event(body, "Warning", reason=r.INVALID_SPEC, message=str(e))
+        if _write_status(kube, namespace, name, old_status, status):
+            _event(body, "Warning", reason=r.INVALID_SPEC, message=str(e))
         return str(e)
 
     metrics.saw_inferenceservice(namespace, name)  # its counters exist at 0 from now on
     owner = b.Owner.from_body(body)
-    mvs = kube.list(api.API_VERSION, "ModelVersion", namespace)
-    stable = r.resolve_stable(spec.model, mvs)
     canary = r.desired_canary(spec, old_status)
+    mvs = relevant_versions(kube, namespace, spec, canary)
+    stable = r.resolve_stable(spec.model, mvs)
     canary_res = r.resolve_canary(canary, mvs) if canary is not None else None
     stable_dep = kube.get("apps/v1", "Deployment", namespace, b.predictor_name(name))
     canary_dep = kube.get("apps/v1", "Deployment", namespace, b.canary_name(name))
@@ -234,17 +215,41 @@ def _reconcile(
     return None
 
 
+def relevant_versions(
+    kube: CachedClient,
+    namespace: str,
+    spec: api.InferenceServiceSpec,
+    canary: api.CanarySpec | None,
+) -> list[dict[str, Any]]:
+    """The ModelVersions ``spec`` can resolve to, from the cache: those it names, and those
+    of the model whose alias it follows (by the ``kubeloop.io/model`` label the registry
+    puts on every version before it confirms an alias)."""
+    names = [spec.model.model_version, canary.model_version if canary else None]
+    found = {
+        n: mv
+        for n in names
+        if n and (mv := kube.get(api.API_VERSION, "ModelVersion", namespace, n)) is not None
+    }
+    if spec.model.model:
+        for mv in kube.list(
+            api.API_VERSION, "ModelVersion", namespace, labels={api.LABEL_MODEL: spec.model.model}
+        ):
+            found.setdefault(mv["metadata"]["name"], mv)
+    return list(found.values())
+
+
 def _write_status(
-    kube: kube_mod.Kube,
+    kube: CachedClient,
     namespace: str,
     name: str,
     old: Mapping[str, Any],
     new: Mapping[str, Any],
-) -> None:
+) -> bool:
     """Merge-patch the status when something changed (None removes a field)."""
     if all(old.get(k) == v for k, v in new.items()):
-        return
+        return False
     kube.patch_status(api.API_VERSION, KIND, namespace, name, new)
+    return True
 
 
 def _observe_transitions(
@@ -281,14 +286,14 @@ def _observe_transitions(
 
 
 def _event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    """Post a Kubernetes Event on the InferenceService (kopf reads only its reference)."""
-    kopf.event(as_body(body), type=type_, reason=reason, message=message)
+    """Post a Kubernetes Event on the InferenceService."""
+    _events.event(body, type_, reason, message)
 
 
 # ----------------------------------------------------------------------------- for the loop
 
 
-def promote(kube: kube_mod.Kube, namespace: str, name: str) -> bool:
+def promote(kube: CachedClient | Kube, namespace: str, name: str) -> bool:
     """Promote the running canary (spec change, as a user would); False if there is none."""
     body = kube.get(api.API_VERSION, KIND, namespace, name)
     if body is None:
@@ -303,7 +308,7 @@ def promote(kube: kube_mod.Kube, namespace: str, name: str) -> bool:
     return True
 
 
-def rollback(kube: kube_mod.Kube, namespace: str, name: str) -> bool:
+def rollback(kube: CachedClient | Kube, namespace: str, name: str) -> bool:
     """Roll the canary back (remove it from the spec); False if there is none."""
     body = kube.get(api.API_VERSION, KIND, namespace, name)
     if body is None or not (body.get("spec") or {}).get("canary"):

@@ -1,17 +1,18 @@
-"""The closed loop, registered with kopf: drift/decay -> retrain -> gate -> canary -> promote.
+"""The closed loop as a controller: drift/decay -> retrain -> gate -> canary -> promote.
 
 Thin: each tick reads the world (the InferenceService, its retraining TrainingJobs, the
 ModelVersions, the serving pods' signals over HTTP), asks the pure
 :func:`kubeloop.reconcile.loop.plan` what to do, and does it — create one TrainingJob, ask
 for an alias, write the loop's status fields and conditions, post Events.
 
-What runs a tick:
+What runs a tick (the "loop" controller's work queue, keyed by InferenceService):
 
-- a daemon per InferenceService that has ``spec.retraining``, a ``spec.canary.analysis``
-  or a running loop canary: every ``settings.poll_interval`` seconds (an async daemon
-  that sleeps on the event loop and runs the blocking tick in a worker thread, so idle
-  loops hold no thread);
-- a change of the ``kubeloop.io/retrain`` annotation, at once.
+- any change of the InferenceService (so a new ``kubeloop.io/retrain`` annotation acts at
+  once) or of its retraining TrainingJobs;
+- for an InferenceService that has ``spec.retraining``, a ``spec.canary.analysis`` or a
+  running loop canary, a requeue every ``settings.poll_interval`` seconds: the pods'
+  signals must be polled. It is a delayed key in the work queue, not a kopf timer or
+  daemon, so no finalizer is put on the InferenceService.
 
 The tick writes status under the InferenceService controller's per-object lock (both
 write ``status.conditions``), and reads the pods' signals before taking it (HTTP is slow).
@@ -21,7 +22,6 @@ Deployment follows without waiting for that controller's resync.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Mapping
@@ -31,10 +31,11 @@ import kopf
 
 from kubeloop import signals as sig
 from kubeloop.builders import predictor as b
+from kubeloop.client import CachedClient
 from kubeloop.conditions import set_conditions
-from kubeloop.handlers import inferenceservice
-from kubeloop.handlers._events import as_body
-from kubeloop.kube import Kube
+from kubeloop.controller import Result
+from kubeloop.handlers import _events, inferenceservice
+from kubeloop.handlers._common import object_logger
 from kubeloop.metrics import OperatorMetrics
 from kubeloop.reconcile import inferenceservice as r
 from kubeloop.reconcile import loop
@@ -56,54 +57,13 @@ def wants_loop(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     )
 
 
-def _when(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return wants_loop(spec, status)
-
-
-# ----------------------------------------------------------------------------- kopf
-
-
-@kopf.daemon(
-    api.GROUP,
-    api.VERSION,
-    api.INFERENCESERVICES,
-    id="closed-loop",
-    when=_when,
-    cancellation_timeout=10.0,
-)
-async def closed_loop(
-    stopped: kopf.DaemonStopped,
-    namespace: str | None,
-    name: str,
-    memo: kopf.Memo,
-    logger: Logger,
-    **_: Any,
-) -> None:
-    if namespace is None:
-        return
-    settings: Settings = memo.settings
-    while not stopped:
-        try:
-            await asyncio.to_thread(tick, memo, namespace, name, logger)
-        except Exception:  # one bad tick must not end the loop; the next one retries
-            logger.exception("Closed-loop tick of %s/%s failed", namespace, name)
-        await stopped.wait(settings.poll_interval)
-
-
-@kopf.on.field(
-    api.GROUP,
-    api.VERSION,
-    api.INFERENCESERVICES,
-    id="retrain-annotation",
-    field=("metadata", "annotations", api.ANNOTATION_RETRAIN),
-)
-def retrain_annotation(
-    *, namespace: str | None, name: str, new: Any, memo: kopf.Memo, logger: Logger, **_: Any
-) -> None:
-    """``kubectl annotate isvc x kubeloop.io/retrain=now``: act on it without waiting."""
-    if namespace is None or not new:
-        return
-    tick(memo, namespace, name, logger)
+def reconcile_key(memo: Any, namespace: str, name: str) -> Result:
+    """The loop controller's entry point: one tick, and the next one if the loop runs."""
+    tick(memo, namespace, name, object_logger(KIND, namespace, name))
+    body = memo.client.get(api.API_VERSION, KIND, namespace, name)
+    if body is not None and wants_loop(body.get("spec") or {}, body.get("status") or {}):
+        return Result(requeue_after=memo.settings.poll_interval)
+    return Result()
 
 
 # ----------------------------------------------------------------------------- one tick
@@ -115,7 +75,7 @@ def _now() -> dt.datetime:
 
 def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | None:
     """Read, decide, act — once. Idempotent; safe to run from several triggers at once."""
-    kube: Kube = memo.kube
+    kube: CachedClient = memo.client
     settings: Settings = memo.settings
     metrics: OperatorMetrics = memo.metrics
     body = kube.get(api.API_VERSION, KIND, namespace, name)
@@ -160,7 +120,7 @@ def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | No
 
 
 def _plan(
-    kube: Kube,
+    kube: CachedClient,
     body: dict[str, Any],
     spec: api.InferenceServiceSpec,
     signals: loop.Signals | None,
@@ -196,7 +156,7 @@ def _plan(
 
 
 def _act(
-    kube: Kube,
+    kube: CachedClient,
     metrics: OperatorMetrics,
     body: dict[str, Any],
     plan: loop.Plan,
@@ -252,4 +212,4 @@ def _act(
         kube.patch_status(api.API_VERSION, KIND, ns, name, changed)
     for ev in plan.events:
         logger.info("%s: %s", ev.reason, ev.message)
-        kopf.event(as_body(body), type=ev.type, reason=ev.reason, message=ev.message)
+        _events.event(body, ev.type, ev.reason, ev.message)

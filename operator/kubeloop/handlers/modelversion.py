@@ -12,7 +12,7 @@ confirming it in the new holder's ``status.aliases``. See docs/registry.md.
 from __future__ import annotations
 
 import contextlib
-import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ from pydantic import ValidationError
 
 from kubeloop import registry
 from kubeloop.builders.modelversion import labels as mv_labels
+from kubeloop.client import CachedClient
 from kubeloop.conditions import MESSAGE_MAX, Condition, get_condition
-from kubeloop.handlers._events import as_body
-from kubeloop.handlers._instrument import instrumented
-from kubeloop.kube import Kube
-from kubeloop.metrics import MODELVERSION, OperatorMetrics
+from kubeloop.controller import Result
+from kubeloop.handlers import _events
+from kubeloop.handlers._common import object_logger, release_legacy_finalizer
+from kubeloop.metrics import OperatorMetrics
 from kubeloop.reconcile import modelversion as rec
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
@@ -35,6 +36,10 @@ from kubeloop_runtime.train.spec import format_validation_error
 KIND = "ModelVersion"
 
 _model_locks = registry.KeyedLocks()
+# Versions reconciled since this process started: the first look after a (re)start checks
+# the artifact again (files may have changed while no operator watched).
+_seen: set[tuple[str, str]] = set()
+_seen_lock = threading.Lock()
 # (namespace, name) -> label values of the kubeloop_model_version_info series we export.
 _info_series: dict[tuple[str, str], tuple[str, ...]] = {}
 _metric_series: dict[tuple[str, str], list[tuple[str, ...]]] = {}
@@ -118,7 +123,7 @@ def _unexport(metrics: OperatorMetrics, ns: str, name: str) -> None:
 # ----------------------------------------------------------------------------- aliases
 
 
-def move_aliases(kube: Kube, namespace: str, model: str, logger: Any) -> registry.AliasPlan:
+def move_aliases(kube: CachedClient, namespace: str, model: str, logger: Any) -> registry.AliasPlan:
     """Apply the alias plan of one model: removals first, then confirmations.
 
     Serialised per (namespace, model) in this process. A spec write guarded by a
@@ -171,7 +176,7 @@ def move_aliases(kube: Kube, namespace: str, model: str, logger: Any) -> registr
 # ---------------------------------------------------------------------------- reconcile
 
 
-def _ensure_labels(kube: Kube, body: dict[str, Any], spec: api.ModelVersionSpec) -> None:
+def _ensure_labels(kube: CachedClient, body: dict[str, Any], spec: api.ModelVersionSpec) -> None:
     meta = body["metadata"]
     lineage = spec.lineage.training_job
     want = {
@@ -195,8 +200,33 @@ def _ensure_labels(kube: Kube, body: dict[str, Any], spec: api.ModelVersionSpec)
     )
 
 
+def reconcile_key(memo: Any, namespace: str, name: str) -> Result:
+    """The controller's entry point: reconcile ModelVersion ``namespace/name`` from the cache."""
+    kube: CachedClient = memo.client
+    body = kube.get(api.API_VERSION, KIND, namespace, name)
+    if body is None:
+        with _seen_lock:
+            _seen.discard((namespace, name))
+        return Result()
+    body = release_legacy_finalizer(kube, body) or body
+    if body["metadata"].get("deletionTimestamp"):
+        return Result()
+    with _seen_lock:
+        recheck = (namespace, name) not in _seen
+        _seen.add((namespace, name))
+    reconcile(dict(body), memo, object_logger(KIND, namespace, name), recheck=recheck)
+    return Result()
+
+
+def forget(metrics: OperatorMetrics, namespace: str, name: str) -> None:
+    """A ModelVersion was deleted: drop its metrics (no finalizer: the registry never blocks)."""
+    _unexport(metrics, namespace, name)
+    with _seen_lock:
+        _seen.discard((namespace, name))
+
+
 def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = False) -> None:
-    kube: Kube = memo.kube
+    kube: CachedClient = memo.client
     settings: Settings = memo.settings
     metrics: OperatorMetrics = memo.metrics
     meta = body["metadata"]
@@ -224,7 +254,7 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
             logger.info("ModelVersion is Ready (%s)", ready.reason)
         else:
             logger.warning("ModelVersion is not Ready (%s): %s", ready.reason, ready.message)
-            kopf.warn(as_body(body), reason=ready.reason, message=ready.message)
+            _events.warn(body, reason=ready.reason, message=ready.message)
 
     plan = move_aliases(kube, ns, spec.model, logger)
     current = kube.get(api.API_VERSION, KIND, ns, name)
@@ -244,32 +274,3 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
         if name in names:
             logger.info("Alias %s waits for ModelVersion %s to be Ready", alias, name)
     _export(metrics, ns=ns, name=name, spec=spec, ready=ready.status == "True", aliases=confirmed)
-
-
-# ---------------------------------------------------------------------------- handlers
-
-
-@kopf.on.resume(api.GROUP, api.VERSION, api.MODELVERSIONS)
-@instrumented(MODELVERSION)
-def resume_modelversion(
-    body: kopf.Body, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
-) -> None:
-    """After a restart: check the artifact again (files may have changed meanwhile)."""
-    reconcile(dict(body), memo, logger, recheck=True)
-
-
-@kopf.on.create(api.GROUP, api.VERSION, api.MODELVERSIONS)
-@kopf.on.update(api.GROUP, api.VERSION, api.MODELVERSIONS)
-@instrumented(MODELVERSION)
-def reconcile_modelversion(
-    body: kopf.Body, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
-) -> None:
-    reconcile(dict(body), memo, logger)
-
-
-@kopf.on.event(api.GROUP, api.VERSION, api.MODELVERSIONS)
-def modelversion_event(body: kopf.Body, type: str, memo: Any, **_: Any) -> None:
-    """Drop the metrics of a deleted version (no finalizer: the registry never blocks)."""
-    if type == "DELETED":
-        meta = body.get("metadata", {})
-        _unexport(memo.metrics, meta.get("namespace", ""), meta.get("name", ""))

@@ -1,4 +1,9 @@
-"""Operator startup: settings, API client, metrics registry and kopf tuning, all in the memo."""
+"""Operator lifecycle on kopf: build and start the manager at startup, stop it at cleanup.
+
+kopf hosts the process (signals, the liveness endpoint, startup and cleanup). It watches
+nothing itself: the manager's informers do, and its work queues run the reconciles. So
+kopf registers no per-object handlers, timers or daemons, and puts no finalizer anywhere.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from kubeloop import kube
+from kubeloop.manager import Manager
 from kubeloop.metrics import create_metrics
 from kubeloop.settings import Settings
 
@@ -16,22 +22,27 @@ from kubeloop.settings import Settings
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours: Settings = memo.settings
-    # Our own annotation prefix for kopf's bookkeeping, and no finalizers: owner
-    # references clean up children, and the registry (ModelVersions) must outlive runs.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubeloop.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kubeloop.io", key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = "kubeloop.io/finalizer"
-    settings.watching.server_timeout = ours.watch_timeout
-    settings.watching.client_timeout = ours.watch_timeout + 10
-    settings.watching.reconnect_backoff = min(ours.backoff, 1.0)
-    settings.networking.error_backoffs = [ours.backoff, ours.backoff * 2, ours.backoff * 4]
-    settings.batching.error_delays = [ours.backoff, ours.backoff * 2, ours.backoff * 4]
-    settings.posting.level = logging.INFO
-    settings.execution.max_workers = 8
+    settings.posting.enabled = False  # no kopf-posted Events: the reconciles post their own
+    settings.execution.max_workers = 2
 
-    memo.kube = kube.Kube(kube.load_client_config())
-    memo.metrics = create_metrics()
-    start_http_server(ours.metrics_port, registry=memo.metrics.registry)
+    metrics = create_metrics()
+    client = kube.Kube(kube.load_client_config(), requests_total=metrics.rest_client_requests_total)
+    start_http_server(ours.metrics_port, registry=metrics.registry)
     logging.getLogger("kubeloop").info("Serving metrics on :%d/metrics", ours.metrics_port)
+    manager = Manager(ours, client, metrics)
+    memo.metrics = metrics
+    memo.manager = manager
+    manager.start()
+
+
+@kopf.on.cleanup()
+def stop(memo: kopf.Memo, **_: Any) -> None:
+    manager: Manager | None = getattr(memo, "manager", None)
+    if manager is not None:
+        manager.stop()
+
+
+@kopf.on.probe(id="caches")
+def caches_synced(memo: kopf.Memo, **_: Any) -> bool:
+    manager: Manager | None = getattr(memo, "manager", None)
+    return manager is not None and manager.caches.synced()

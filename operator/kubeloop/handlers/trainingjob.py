@@ -6,16 +6,20 @@ decide, write. Level-based and idempotent: the Job has a deterministic name (a s
 create is a 409), and the ModelVersion is looked up by lineage before a version number is
 allocated, so a restart at any point creates neither twice.
 
-Triggers: create/update/resume of the TrainingJob, every change of a Job labelled with
-``kubeloop.io/trainingjob`` (the run's progress flows to the parent through its child),
-and a daemon on unfinished TrainingJobs every ``settings.poll_interval`` seconds as a safety
-net (kopf does not retry event handlers that fail).
+What enqueues a TrainingJob (see :mod:`kubeloop.manager`): any change of it, every change
+of a Job or pod labelled with ``kubeloop.io/trainingjob`` (the run's progress flows to the
+parent through its children), the operator-level resync, and, while the run is unfinished,
+a requeue after ``settings.poll_interval`` seconds as a safety net: a delayed key in the
+work queue, not a per-object timer, so nothing puts a finalizer on the TrainingJob.
+
+Reads come from the caches. Registration is the exception: the version number is allocated
+from a live LIST of the model's versions, because a cache a few milliseconds behind would
+only cost retries there, but a stale view of "did this run already register?" must never
+create a second version.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -30,11 +34,12 @@ from kubeloop.builders.modelversion import (
     build_model_version,
     model_version_spec,
 )
+from kubeloop.client import CachedClient
 from kubeloop.conditions import MESSAGE_MAX, Condition, set_conditions
-from kubeloop.handlers._events import as_body
-from kubeloop.handlers._instrument import instrumented, reconciling
-from kubeloop.kube import Kube
-from kubeloop.metrics import TRAININGJOB, OperatorMetrics
+from kubeloop.controller import Result
+from kubeloop.handlers import _events
+from kubeloop.handlers._common import object_logger, release_legacy_finalizer
+from kubeloop.metrics import OperatorMetrics
 from kubeloop.reconcile import trainingjob as rec
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
@@ -46,10 +51,6 @@ MAX_ALLOCATION_ATTEMPTS = 20
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 _locks = registry.KeyedLocks()
-
-
-def _ref(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
 
 
 # ------------------------------------------------------------------------ registration
@@ -76,7 +77,7 @@ def _full_result(
 
 
 def _register(
-    kube: Kube,
+    kube: CachedClient,
     *,
     tj: dict[str, Any],
     spec: api.TrainingJobSpec,
@@ -95,7 +96,7 @@ def _register(
     ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
     floor = 1
     for _ in range(MAX_ALLOCATION_ATTEMPTS):
-        existing = kube.list(
+        existing = kube.kube.list(  # live: see the module docstring
             api.API_VERSION, "ModelVersion", ns, labels={api.LABEL_MODEL: spec.model}
         )
         mine = registry.find_registered(existing, name, uid)
@@ -110,13 +111,13 @@ def _register(
         if created is not None:
             mv_name = obj["metadata"]["name"]
             logger.info("Created ModelVersion %s/%s", ns, mv_name)
-            kopf.info(
-                as_body(tj),
+            _events.info(
+                tj,
                 reason="Registered",
                 message=f"Registered ModelVersion {mv_name} (version {version})",
             )
             return created
-        other = kube.get(api.API_VERSION, "ModelVersion", ns, obj["metadata"]["name"])
+        other = kube.kube.get(api.API_VERSION, "ModelVersion", ns, obj["metadata"]["name"])
         if other is not None and registry.registered_by(other, name, uid):
             return other
         floor = version + 1
@@ -130,7 +131,7 @@ def _register(
 # --------------------------------------------------------------------------- reconcile
 
 
-def _invalid(kube: Kube, tj: dict[str, Any], error: ValidationError) -> None:
+def _invalid(kube: CachedClient, tj: dict[str, Any], error: ValidationError) -> None:
     meta, old = tj["metadata"], tj.get("status") or {}
     message = format_validation_error(error)[:MESSAGE_MAX]
     conditions = set_conditions(
@@ -154,23 +155,35 @@ def _owned_by(obj: dict[str, Any], uid: str) -> bool:
     return any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or [])
 
 
-def reconcile(namespace: str, name: str, memo: Any, logger: Logger) -> None:
+def reconcile_key(memo: Any, namespace: str, name: str) -> Result:
+    """The controller's entry point (the work queue calls it; it counts and times it)."""
+    return reconcile(namespace, name, memo, object_logger(KIND, namespace, name))
+
+
+def reconcile(namespace: str, name: str, memo: Any, logger: Logger) -> Result:
     """Reconcile TrainingJob ``namespace/name`` (serialised per object in this process)."""
     with _locks(namespace, name):
-        kube: Kube = memo.kube
+        kube: CachedClient = memo.client
         tj = kube.get(api.API_VERSION, KIND, namespace, name)
-        if tj is None or tj["metadata"].get("deletionTimestamp"):
-            return
-        _reconcile(kube, memo.settings, memo.metrics, tj, logger)
+        if tj is None:
+            return Result()
+        tj = release_legacy_finalizer(kube, tj) or tj
+        if tj["metadata"].get("deletionTimestamp"):
+            return Result()
+        status = _reconcile(kube, memo.settings, memo.metrics, tj, logger)
+        if status is not None and not rec.is_finished(status):
+            return Result(requeue_after=memo.settings.poll_interval)
+        return Result()
 
 
 def _reconcile(
-    kube: Kube,
+    kube: CachedClient,
     settings: Settings,
     metrics: OperatorMetrics,
     tj: dict[str, Any],
     logger: Any,
-) -> None:
+) -> dict[str, Any] | None:
+    """Returns the status the TrainingJob has now (None: its spec is invalid)."""
     meta = tj["metadata"]
     ns, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation")
     old = tj.get("status") or {}
@@ -178,10 +191,10 @@ def _reconcile(
         spec = api.TrainingJobSpec.model_validate(tj.get("spec") or {})
     except ValidationError as e:
         _invalid(kube, tj, e)
-        return
+        return None
     metrics.saw_trainingjob(ns, spec.model)  # its run counters exist at 0 before it ends
     if rec.is_finished(old) and old.get("observedGeneration") == generation:
-        return  # the run is over; its Job may be gone (TTL), never start another
+        return old  # the run is over; its Job may be gone (TTL), never start another
 
     jname = job_name(name)
     registered = registry.find_registered(
@@ -198,7 +211,7 @@ def _reconcile(
         )
     action = rec.next_action(old, job_exists=job is not None, registered=registered is not None)
     if action is rec.Action.DONE:
-        return
+        return old
     if action is rec.Action.CREATE_JOB:
         # The champion gate (closed loop): hand the champion ModelVersion to the trainer.
         champion = (
@@ -207,10 +220,10 @@ def _reconcile(
         created = kube.create(build_job(name, ns, uid, spec, settings, champion=champion))
         if created is not None:
             logger.info("Created Job %s/%s", ns, jname)
-            kopf.info(as_body(tj), reason="JobCreated", message=f"Created Job {jname}")
+            _events.info(tj, reason="JobCreated", message=f"Created Job {jname}")
             job = created
-        else:
-            job = kube.get("batch/v1", "Job", ns, jname)
+        else:  # 409: there already, and not in the cache yet (or not labelled as ours)
+            job = kube.kube.get("batch/v1", "Job", ns, jname)
         run = rec.observe(job, [])
     elif action is rec.Action.OBSERVE:
         assert job is not None
@@ -257,6 +270,7 @@ def _reconcile(
         kube.patch_status(api.API_VERSION, KIND, ns, name, status)
     if rec.is_finished(status) and not rec.is_finished(old):
         _finished(tj, spec, status, metrics, logger)
+    return status
 
 
 def _with_full_result(
@@ -293,79 +307,7 @@ def _finished(
     reason, message = str(status.get("reason", "")), str(status.get("message", ""))
     if outcome == "succeeded":
         logger.info("TrainingJob succeeded: %s", message)
-        kopf.info(as_body(tj), reason=reason, message=message)
+        _events.info(tj, reason=reason, message=message)
     else:
         logger.warning("TrainingJob failed (%s): %s", reason, message)
-        kopf.warn(as_body(tj), reason=reason, message=message)
-
-
-# ---------------------------------------------------------------------------- handlers
-
-
-@kopf.on.resume(api.GROUP, api.VERSION, api.TRAININGJOBS)
-@kopf.on.create(api.GROUP, api.VERSION, api.TRAININGJOBS)
-@kopf.on.update(api.GROUP, api.VERSION, api.TRAININGJOBS)
-@instrumented(TRAININGJOB)
-def reconcile_trainingjob(
-    name: str, namespace: str | None, memo: Any, logger: Logger, **_: Any
-) -> None:
-    assert namespace is not None  # TrainingJobs are namespaced
-    reconcile(namespace, name, memo, logger)
-
-
-def _quietly(namespace: str, name: str, memo: Any, logger: Any) -> None:
-    """Reconcile from an event or the daemon: a permanent error is already in the status."""
-    with (
-        reconciling(getattr(memo, "metrics", None), TRAININGJOB),
-        contextlib.suppress(kopf.PermanentError),
-    ):
-        reconcile(namespace, name, memo, logger)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={api.LABEL_TRAININGJOB: kopf.PRESENT})
-def job_changed(body: kopf.Body, type: str, memo: Any, logger: Logger, **_: Any) -> None:
-    """A training Job changed: reconcile its TrainingJob (level-based, from scratch)."""
-    if type == "DELETED":
-        return
-    owner = (body.get("metadata", {}).get("labels") or {}).get(api.LABEL_TRAININGJOB)
-    namespace = body.get("metadata", {}).get("namespace")
-    if not owner or not namespace:
-        return
-    try:
-        _quietly(namespace, owner, memo, logger)
-    except kopf.TemporaryError as e:
-        logger.info("Will look again at TrainingJob %s: %s", _ref(namespace, owner), e)
-
-
-def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return not rec.is_finished(status)
-
-
-def _poll_once(namespace: str, name: str, memo: Any, logger: Logger) -> None:
-    try:
-        _quietly(namespace, name, memo, logger)
-    except kopf.TemporaryError as e:
-        logger.info("Will look again at TrainingJob %s: %s", _ref(namespace, name), e)
-    except Exception:  # a safety net must keep running; the next poll tries again
-        logger.exception("Could not reconcile TrainingJob %s", _ref(namespace, name))
-
-
-@kopf.daemon(api.GROUP, api.VERSION, api.TRAININGJOBS, when=_unfinished, cancellation_timeout=5.0)
-async def follow_trainingjob(
-    name: str,
-    namespace: str | None,
-    stopped: kopf.DaemonStopped,
-    memo: Any,
-    logger: Logger,
-    **_: Any,
-) -> None:
-    """Safety net for unfinished runs: reconcile every ``settings.poll_interval`` seconds.
-
-    kopf starts it for each unfinished TrainingJob and stops it when the run is recorded
-    as finished (the ``when`` filter stops matching). The blocking reconcile runs in a
-    worker thread, never on kopf's event loop.
-    """
-    assert namespace is not None
-    interval: float = memo.settings.poll_interval
-    while not await stopped.wait(interval):
-        await asyncio.to_thread(_poll_once, namespace, name, memo, logger)
+        _events.warn(tj, reason=reason, message=message)
