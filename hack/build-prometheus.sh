@@ -7,10 +7,11 @@
 # built only when missing. Prints that directory on stdout, timings on stderr.
 #
 # Only the Kubernetes, file and HTTP service discoveries are compiled in (Prometheus's own
-# remove_all_sd/enable_<name>_sd build tags): the cloud SDKs would triple the build. Set
-# PROMETHEUS_TAGS to change that (empty = every discovery). Without the builtinassets tag the
-# web UI is not embedded: the HTTP API, /metrics and the health endpoints all work, and the
-# UI pages answer with an error naming the missing index.html (see docs/images.md).
+# remove_all_sd/enable_<name>_sd build tags), leaving out the cloud SDKs: 1,275 packages
+# instead of 1,518 for 3.16. Set PROMETHEUS_TAGS to change that (empty = every discovery).
+# Without the builtinassets tag the web UI is not embedded: the HTTP API, /metrics and the
+# health endpoints all work, and the UI pages answer with an error naming the missing
+# index.html (see docs/images.md).
 set -euo pipefail
 
 # Prometheus 3.16.0 is published as the Go module version v0.316.0.
