@@ -5,6 +5,7 @@
 #   kubelet, kube-proxy                                               (k8s.io/kubernetes, hack/k8s)
 #   etcd                                                              (go.etcd.io/etcd/server/v3, hack/etcd)
 #   kwok, kwokctl                                                     (sigs.k8s.io/kwok)
+#   prometheus, promtool                         (hack/build-prometheus.sh, hack/prometheus)
 # Binaries land in ${KUBELOOP_CACHE:-~/.cache/kubeloop}/bin/<component>-<version>/ and are
 # built only when missing. Prints the directory of each set on stdout, timings on stderr.
 set -euo pipefail
@@ -80,9 +81,14 @@ build_kwok >"${outs}/kwok" &
 kwok_pid=$!
 build_k8s >"${outs}/k8s" &
 k8s_pid=$!
+# Prometheus with Kubernetes service discovery (the real node's monitoring image) shares
+# these two cores best here, beside the control plane, rather than after it.
+"${here}/build-prometheus.sh" >"${outs}/prometheus" &
+prometheus_pid=$!
 failed=0
 wait "${etcd_pid}" || failed=1
 wait "${kwok_pid}" || failed=1
 wait "${k8s_pid}" || failed=1
+wait "${prometheus_pid}" || failed=1
 [ "${failed}" = 0 ] || { log "error: a control-plane build failed (see above)"; exit 1; }
-cat "${outs}/etcd" "${outs}/kwok" "${outs}/k8s"
+cat "${outs}/etcd" "${outs}/kwok" "${outs}/k8s" "${outs}/prometheus"

@@ -14,9 +14,15 @@
 # index.html (see docs/images.md).
 set -euo pipefail
 
-# Prometheus 3.16.0 is published as the Go module version v0.316.0.
-PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-3.16.0}"
-module_version="v0.$(echo "${PROMETHEUS_VERSION}" | awk -F. '{ printf "%d%02d.%d", $1, $2, $3 }')"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# The version the monitoring manifests run (prom/prometheus:v2.53.3 on kind), so that the
+# local overlay runs the same Prometheus with the same flags. Prometheus publishes its Go
+# module as v0.<minor>.<patch> for 2.x (2.53.3 -> v0.53.3) and v0.<major><minor>.<patch> for
+# 3.x (3.16.0 -> v0.316.0).
+# The version is pinned in hack/prometheus/go.mod; keep this in step with it.
+PROMETHEUS_VERSION=2.53.3
+module_version="$(echo "${PROMETHEUS_VERSION}" | awk -F. '{ if ($1 == 2) printf "v0.%d.%d", $2, $3; else printf "v0.%d%02d.%d", $1, $2, $3 }')"
 tags="${PROMETHEUS_TAGS-netgo,remove_all_sd,enable_kubernetes_sd}"
 cache="${KUBELOOP_CACHE:-${HOME}/.cache/kubeloop}"
 out="${cache}/bin/prometheus-${PROMETHEUS_VERSION}"
@@ -32,13 +38,14 @@ if [ ! -x "${out}/prometheus" ] || [ ! -x "${out}/promtool" ]; then
   v=github.com/prometheus/common/version
   ldflags="-s -w -X ${v}.Version=${PROMETHEUS_VERSION} -X ${v}.Revision=${module_version}"
   ldflags+=" -X ${v}.Branch=module -X ${v}.BuildUser=kubeloop -X ${v}.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
-  # The module has no replace directives, so `go install module@version` builds it as
-  # published, with the versions pinned in its own go.mod and go.sum. A go.mod asking for a
-  # newer Go than the one installed is met by Go's toolchain download (GOTOOLCHAIN=auto).
-  # GOFLAGS is set here so that a caller's (the control-plane build uses -mod=mod) is not inherited.
-  GOFLAGS=-buildvcs=false GOBIN="${tmp}" go install -trimpath -tags "${tags}" -ldflags "${ldflags}" \
-    "github.com/prometheus/prometheus/cmd/prometheus@${module_version}" \
-    "github.com/prometheus/prometheus/cmd/promtool@${module_version}"
+  # Prometheus's go.mod has replace directives, so `go install module@version` refuses it:
+  # hack/prometheus is a helper module that requires the release and repeats them (as
+  # hack/k8s does for Kubernetes). Static (CGO_ENABLED=0): the image it runs in is scratch.
+  # GOFLAGS is set here so that a caller's is not inherited.
+  (cd "${here}/prometheus" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -tags "${tags}" \
+    -ldflags "${ldflags}" -o "${tmp}/" \
+    github.com/prometheus/prometheus/cmd/prometheus \
+    github.com/prometheus/prometheus/cmd/promtool)
   rm -rf "${out}" && mv "${tmp}" "${out}"
   trap - EXIT
   log "Built Prometheus ${PROMETHEUS_VERSION} in $((SECONDS - start))s"

@@ -5,6 +5,7 @@
 #
 #   hack/images.sh base            Python 3.11 base image from debootstrap (minbase) + apt
 #   hack/images.sh pause           pod sandbox image from hack/pause/pause.c (static, scratch)
+#   hack/images.sh prometheus      Prometheus 2.53.3 from hack/build-prometheus.sh (static, scratch)
 #   hack/images.sh build           kubeloop/operator:dev and kubeloop/runtime:dev (buildah bud)
 #   hack/images.sh export          OCI archives in ${cache}/images/<name>.tar
 #   hack/images.sh import ADDRESS  ctr import of every archive into ADDRESS, namespace k8s.io
@@ -24,6 +25,7 @@ suite=bookworm
 
 base_image=localhost/kubeloop/python:3.11-bookworm
 pause_image=localhost/kubeloop/pause:3.10
+prometheus_image=localhost/kubeloop/prometheus:v2.53.3
 # The images we build: short name, Dockerfile, name in buildah's storage, name containerd
 # sees. A pod's `image: kubeloop/operator:dev` normalises to docker.io/kubeloop/operator:dev.
 ours=(
@@ -195,6 +197,40 @@ build_pause() {
   log "built ${pause_image}"
 }
 
+# --- prometheus -------------------------------------------------------------------------
+
+# The monitoring manifests' Prometheus (prom/prometheus on kind), built from its Go module by
+# hack/build-prometheus.sh with Kubernetes service discovery: a static binary in a scratch
+# image, laid out as prom/prometheus is (/bin/prometheus, /etc/prometheus, /prometheus).
+prometheus_dir() { "${here}/build-prometheus.sh"; }
+
+prometheus_key() {
+  local dir=$1
+  { declare -f build_prometheus; sha256sum "${dir}/prometheus" "${dir}/promtool"; } | sha
+}
+
+build_prometheus() {
+  local dir=$1 key ctr tmp
+  key="$(prometheus_key "${dir}")"
+  tmp="$(mktemp -d)"
+  # shellcheck disable=SC2064 # expand now: tmp is local
+  trap "rm -rf '${tmp}'" EXIT
+  mkdir -p "${tmp}/etc/prometheus" "${tmp}/prometheus" "${tmp}/usr/share/prometheus/console_libraries" \
+    "${tmp}/usr/share/prometheus/consoles"
+  ctr="$(bah from --quiet scratch)"
+  bah copy --chmod 0755 "${ctr}" "${dir}/prometheus" "${dir}/promtool" /bin/ >/dev/null
+  bah copy "${ctr}" "${tmp}/." / >/dev/null
+  bah config --os linux --arch amd64 --entrypoint '["/bin/prometheus"]' \
+    --cmd '["--config.file=/etc/prometheus/prometheus.yml","--storage.tsdb.path=/prometheus"]' \
+    --user 65534:65534 --workingdir /prometheus --port 9090 \
+    --label "org.opencontainers.image.title=kubeloop-prometheus" --annotation "${key_label}=${key}" "${ctr}"
+  bah commit --quiet --format oci --rm "${ctr}" "${prometheus_image}" >/dev/null
+  bah rmi --prune >/dev/null 2>&1 || true
+  rm -rf "${tmp}"
+  trap - EXIT
+  log "built ${prometheus_image}"
+}
+
 # --- our images ---------------------------------------------------------------------------
 
 # The key of one of our images: its Dockerfile, the build context the .dockerignore lets in,
@@ -233,6 +269,7 @@ build_ours() {
 # Every image we export: short name, name in buildah's storage, name in the archive.
 exports() {
   echo "pause ${pause_image} ${pause_image}"
+  echo "prometheus ${prometheus_image} ${prometheus_image}"
   local line
   for line in "${ours[@]}"; do
     read -r short _ name ref <<<"${line}"
@@ -272,6 +309,7 @@ import_one() {
 
 cmd_base() { build_base; }
 cmd_pause() { build_pause; }
+cmd_prometheus() { build_prometheus "$(prometheus_dir)"; }
 
 cmd_build() {
   local line
@@ -297,6 +335,16 @@ all_base() {
 
 all_pause() {
   if [ "$(image_key "${pause_image}")" = "$(pause_key)" ]; then log "${pause_image} unchanged"; else build_pause; fi
+}
+
+all_prometheus() {
+  local dir
+  dir="$(prometheus_dir)"
+  if [ "$(image_key "${prometheus_image}")" = "$(prometheus_key "${dir}")" ]; then
+    log "${prometheus_image} unchanged"
+  else
+    build_prometheus "${dir}"
+  fi
 }
 
 all_build() {
@@ -326,6 +374,7 @@ cmd_all() {
   local address=$1 t0=${EPOCHREALTIME/./}
   step base all_base
   step pause all_pause
+  step prometheus all_prometheus
   step build all_build
   step export all_export
   step import cmd_import "${address}"
@@ -339,7 +388,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0
 sub=$1
 shift
 case "${sub}" in
-  base | pause | build | export)
+  base | pause | prometheus | build | export)
     [ $# -eq 0 ] || usage
     step "${sub}" "cmd_${sub}"
     ;;

@@ -246,10 +246,30 @@ def installed(cluster: Cluster, api: client.ApiClient, kube: Kube) -> Iterator[N
         delete_deployments(apps, core, ns)
 
 
-def operator_pod(core: client.CoreV1Api) -> client.V1Pod:
+def operator_pods(core: client.CoreV1Api) -> list[client.V1Pod]:
     found = pods(core, "kubeloop-system", "app.kubernetes.io/name=kubeloop-operator")
-    assert len(found) == 1, [p.metadata.name for p in found]
-    return found[0]
+    assert found, "no operator pod"
+    return found
+
+
+def operator_pod(core: client.CoreV1Api) -> client.V1Pod:
+    """The replica that leads (the Lease's holder), or the only one."""
+    found = operator_pods(core)
+    if len(found) == 1:
+        return found[0]
+    leases = client.CoordinationV1Api(core.api_client)
+
+    def leader() -> client.V1Pod | None:
+        try:
+            lease = leases.read_namespaced_lease("kubeloop-operator", "kubeloop-system")
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        holder = lease.spec.holder_identity
+        return next((p for p in operator_pods(core) if p.metadata.name == holder), None)
+
+    return wait_for(leader, timeout=60, interval=1, what="a leader among the operator's replicas")
 
 
 # ----------------------------------------------------------------------------- tests
@@ -258,8 +278,9 @@ def operator_pod(core: client.CoreV1Api) -> client.V1Pod:
 def test_the_operator_runs_in_its_container_as_restricted(
     installed: None, cluster: Cluster, core: client.CoreV1Api
 ) -> None:
+    for replica in operator_pods(core):
+        assert_real(replica)
     pod = operator_pod(core)
-    assert_real(pod)
     assert pod.spec.service_account_name == "kubeloop-operator"
     ns = core.read_namespace("kubeloop-system")
     assert ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -426,7 +447,7 @@ def prometheus_query(query: str) -> list[dict[str, Any]]:
 def test_prometheus_discovers_and_scrapes_the_real_pods(
     installed: None, core: client.CoreV1Api
 ) -> None:
-    pod = operator_pod(core)
+    replicas = {p.metadata.name for p in operator_pods(core)}
     assert_real(pods(core, "kubeloop-monitoring", "app.kubernetes.io/name=prometheus")[0])
     predictor = pods(core, "default", f"{api.LABEL_INFERENCESERVICE}=iris")
     assert predictor, "needs the walkthrough's predictor (test order)"
@@ -440,14 +461,14 @@ def test_prometheus_discovers_and_scrapes_the_real_pods(
             )
         except OSError:
             return None
-        return [*op, *serving] if op and serving else None
+        up = {s["metric"].get("pod") for s in op}
+        return [*op, *serving] if up == replicas and serving else None
 
     found = wait_for(
         scraped, timeout=120, interval=2, what="Prometheus to scrape the operator and the predictor"
     )
     op_series = [s for s in found if s["metric"].get("job") == "kubeloop-operator"]
-    assert op_series[0]["metric"]["pod"] == pod.metadata.name
-    assert op_series[0]["metric"]["namespace"] == "kubeloop-system"
+    assert {s["metric"]["namespace"] for s in op_series} == {"kubeloop-system"}, op_series
     serving = [s for s in found if "inferenceservice" in s["metric"]]
     labels = serving[0]["metric"]
     assert labels["namespace"] == "default" and labels["inferenceservice"] == "iris", labels
@@ -484,8 +505,8 @@ class RealWorld(World):
             ) from e
 
 
-def kill_operator_container(core: client.CoreV1Api) -> int:
-    """SIGKILL the operator's container through containerd; return its restart count."""
+def kill_operator_container(core: client.CoreV1Api) -> tuple[str, int]:
+    """SIGKILL the leading operator's container through containerd: (pod, restart count)."""
     pod = operator_pod(core)
     status = pod.status.container_statuses[0]
     cid = status.container_id.removeprefix("containerd://")
@@ -508,11 +529,11 @@ def kill_operator_container(core: client.CoreV1Api) -> int:
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    return int(status.restart_count)
+    return pod.metadata.name, int(status.restart_count)
 
 
-def operator_restarted(core: client.CoreV1Api, before: int) -> bool:
-    s = operator_pod(core).status.container_statuses[0]
+def operator_restarted(core: client.CoreV1Api, name: str, before: int) -> bool:
+    s = core.read_namespaced_pod(name, "kubeloop-system").status.container_statuses[0]
     return bool(s.restart_count > before and s.ready)
 
 
@@ -548,7 +569,8 @@ def test_the_closed_loop_on_real_pods_survives_a_killed_operator(
 ) -> None:
     ns = loop_namespace
     # The artifact PVC, as the workspace kustomization makes it (storage class of the overlay).
-    kube.create(
+    core.create_namespaced_persistent_volume_claim(
+        ns,
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
@@ -558,7 +580,7 @@ def test_the_closed_loop_on_real_pods_survives_a_killed_operator(
                 "storageClassName": "kubeloop-local",
                 "resources": {"requests": {"storage": "1Gi"}},
             },
-        }
+        },
     )
     w = RealWorld(kube, ns, cluster)
     w.shifted_dataset()
@@ -572,9 +594,10 @@ def test_the_closed_loop_on_real_pods_survives_a_killed_operator(
     assert (tj["spec"]["trigger"]["signal"], tj["spec"]["champion"]) == ("drift", "iris-v1")
 
     # SIGKILL the operator's container right after it started the run.
-    before = kill_operator_container(core)
+    killed, before = kill_operator_container(core)
     w.wait(
-        lambda: operator_restarted(core, before), "the kubelet to restart the operator's container"
+        lambda: operator_restarted(core, killed, before),
+        "the kubelet to restart the operator's container",
     )
 
     done = w.wait(lambda: finished(w, name), f"{name} to finish in its pod")
