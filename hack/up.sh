@@ -84,8 +84,10 @@ Kubeloop is running on the local cluster, iris is served by a real pod ($((SECON
   kubectl port-forward svc/iris-predictor 8080:80 &
   curl -s localhost:8080/v1/models/iris:predict -H 'content-type: application/json' -d '${body}'
 
-  Prometheus  http://${NODE_IP}:30090   (scrapes the operator and the predictor pods;
-              the API and /graph; the kind quickstart adds Grafana)
+  Prometheus  http://${NODE_IP}:30090/api/v1/query?query=kubeloop_serving_predictions_total
+              (in its pod, scraping the operator and the predictors by Kubernetes service
+              discovery; its web UI is not built here, see docs/images.md; the kind
+              quickstart adds Grafana and the dashboards)
 
 Tear it all down with: make down
 MSG
