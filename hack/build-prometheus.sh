@@ -6,9 +6,10 @@
 # Output: ${KUBELOOP_CACHE:-~/.cache/kubeloop}/bin/prometheus-<version>/{prometheus,promtool},
 # built only when missing. Prints that directory on stdout, timings on stderr.
 #
-# Only the Kubernetes, file and HTTP service discoveries are compiled in (Prometheus's own
-# remove_all_sd/enable_<name>_sd build tags), leaving out the cloud SDKs: 1,275 packages
-# instead of 1,518 for 3.16. Set PROMETHEUS_TAGS to change that (empty = every discovery).
+# From 3.x, only the Kubernetes, file and HTTP service discoveries are compiled in
+# (Prometheus's own remove_all_sd/enable_<name>_sd build tags), leaving out the cloud SDKs:
+# 1,275 packages instead of 1,518 for 3.16. 2.x has no such tags and always compiles in every
+# discovery. PROMETHEUS_TAGS overrides the tags.
 # Without the builtinassets tag the web UI is not embedded: the HTTP API, /metrics and the
 # health endpoints all work, and the UI pages answer with an error naming the missing
 # index.html (see docs/images.md).
@@ -23,7 +24,12 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # The version is pinned in hack/prometheus/go.mod; keep this in step with it.
 PROMETHEUS_VERSION=2.53.3
 module_version="$(echo "${PROMETHEUS_VERSION}" | awk -F. '{ if ($1 == 2) printf "v0.%d.%d", $2, $3; else printf "v0.%d%02d.%d", $1, $2, $3 }')"
-tags="${PROMETHEUS_TAGS-netgo,remove_all_sd,enable_kubernetes_sd}"
+# Tags 2.x does not know would only make `prometheus --version` list them.
+case "${PROMETHEUS_VERSION}" in
+  2.*) default_tags=netgo ;;
+  *) default_tags=netgo,remove_all_sd,enable_kubernetes_sd ;;
+esac
+tags="${PROMETHEUS_TAGS-${default_tags}}"
 cache="${KUBELOOP_CACHE:-${HOME}/.cache/kubeloop}"
 out="${cache}/bin/prometheus-${PROMETHEUS_VERSION}"
 
