@@ -96,3 +96,18 @@ def test_the_modelversion_sample_names_only_metrics_its_trainingjob_emits(
     assert not unknown, f"the sample shows metrics the trainer never emits: {sorted(unknown)}"
     params = {k: v for k, v in mv["spec"]["parameters"].items() if k in result.parameters}
     assert params == {k: result.parameters[k] for k in params}
+
+
+def test_a_model_without_an_onnx_graph_says_so_in_its_result(tmp_path: Path) -> None:
+    """The churn sample imputes string categories, which skl2onnx cannot convert: its result
+    says it will be served by scikit-learn (never a silent slower path)."""
+    where, source, spec = next(s for s in SPECS if "churn" in s[0])
+    cm = spec.dataset.config_map
+    assert cm is not None
+    target = tmp_path / "data" / "configmap" / cm.key
+    target.parent.mkdir(parents=True)
+    target.write_text(_configmaps(source.parent)[cm.name][cm.key])
+    result = train(spec, Output.open(str(tmp_path / "out")), tmp_path / "data")
+    assert result.succeeded and result.artifact is not None, where
+    assert result.artifact.onnx_uri is None
+    assert "no ONNX graph (" in result.message and "served by scikit-learn" in result.message

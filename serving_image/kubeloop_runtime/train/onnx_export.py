@@ -84,20 +84,16 @@ def with_missing(x: pd.DataFrame, imputed: list[str]) -> pd.DataFrame:
 
 def _verify(
     predictor: OnnxPredictor, model: Any, frame: pd.DataFrame, task: api.Task, what: str
-) -> bool:
+) -> str | None:
+    """None when the graph reproduces ``model`` on ``frame``, else why not."""
     if frame.empty:
-        return True
+        return None
     labels, proba = predictor.predict(server_rows(frame))
     if proba is not None and not np.isfinite(proba).all():
-        log.warning("ONNX export discarded: non-finite probabilities on %s", what)
-        return False
+        return f"non-finite probabilities on {what}"
     if not _matches(task, labels, np.asarray(model.predict(frame))):
-        log.warning(
-            "ONNX export discarded: ONNX Runtime predictions differ from scikit-learn's on %s",
-            what,
-        )
-        return False
-    return True
+        return f"ONNX Runtime predictions differ from scikit-learn's on {what}"
+    return None
 
 
 def export_verified(
@@ -109,13 +105,31 @@ def export_verified(
     *,
     signature: api.Signature,
     imputed: list[str] | None = None,
-) -> bool:
+) -> str | None:
     """Write ``path`` if the converted graph, fed as the server feeds it, reproduces
     ``model`` on ``x_holdout`` (and on it with ``imputed`` columns missing).
 
-    Returns whether the file was kept. Any conversion or runtime failure is logged and
-    means "no ONNX"; the scikit-learn artifact is always the source of truth.
+    Returns ``None`` when the graph was kept, else why there is none (logged too; the
+    result's message says it, so a model served by scikit-learn is never a surprise).
+    The scikit-learn artifact is always the source of truth.
     """
+    reason = _export(model, x_holdout, categorical, task, path, signature, imputed or [])
+    if reason is None:
+        log.info("Exported ONNX graph %s (verified on %d held-out rows)", path, len(x_holdout))
+    else:
+        log.warning("No ONNX graph: %s; the model is served by scikit-learn", reason)
+    return reason
+
+
+def _export(  # noqa: PLR0917 - private, called once with everything it needs
+    model: Any,
+    x_holdout: pd.DataFrame,
+    categorical: list[str],
+    task: api.Task,
+    path: Path,
+    signature: api.Signature,
+    imputed: list[str],
+) -> str | None:
     try:
         # Optional and heavy (about a second to import): only when ONNX is asked for.
         import onnxruntime  # noqa: F401, PLC0415
@@ -126,8 +140,7 @@ def export_verified(
             StringTensorType,
         )
     except ImportError as e:
-        log.warning("ONNX export skipped: %s", e)
-        return False
+        return f"ONNX export unavailable ({e})"
 
     wanted = set(categorical)
     kinds = [_input_kind(x_holdout[c], c in wanted) for c in x_holdout.columns]
@@ -140,27 +153,20 @@ def export_verified(
         onx = convert_sklearn(model, initial_types=initial, options=options)
         graph_inputs = [i.name for i in onx.graph.input]
         if len(graph_inputs) != len(features):
-            log.warning("ONNX export skipped: %d graph inputs for %d features",
-                        len(graph_inputs), len(features))  # fmt: skip
-            return False
+            return f"the graph has {len(graph_inputs)} inputs for {len(features)} features"
         # skl2onnx keeps the order of initial_types; record which feature each input is.
         entry = onx.metadata_props.add()
         entry.key = INPUTS_KEY
         entry.value = json.dumps(features)
         blob = onx.SerializeToString()
         predictor = OnnxPredictor(blob, signature, task)
-        ok = _verify(predictor, model, x_holdout, task, "the held-out set") and _verify(
-            predictor,
-            model,
-            with_missing(x_holdout, [c for c in features if c in set(imputed or ())]),
-            task,
-            "held-out rows with imputed values missing",
+        missing = with_missing(x_holdout, [c for c in features if c in set(imputed)])
+        reason = _verify(predictor, model, x_holdout, task, "the held-out set") or _verify(
+            predictor, model, missing, task, "held-out rows with imputed values missing"
         )
     except Exception as e:
-        log.warning("ONNX export skipped: conversion or inference failed: %s", e)
-        return False
-    if not ok:
-        return False
+        return f"conversion or inference failed: {str(e)[:200]}"
+    if reason is not None:
+        return reason
     path.write_bytes(blob)
-    log.info("Exported ONNX graph %s (verified on %d held-out rows)", path, len(x_holdout))
-    return True
+    return None

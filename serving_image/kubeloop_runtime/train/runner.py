@@ -30,6 +30,7 @@ from kubeloop_runtime.train import data as data_mod
 from kubeloop_runtime.train import evaluate, pipeline
 from kubeloop_runtime.train.errors import DataError, InvalidSpecError, TrainError
 from kubeloop_runtime.train.output import Output
+from kubeloop_runtime.train.result import clip
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ def train(
     uri, sha, size = output.publish(MODEL_FILES[fmt])
     ref: dict[str, Any] = {"uri": uri, "sha256": sha, "format": fmt, "size_bytes": size}
 
+    no_onnx: str | None = None
     if spec.artifact.onnx and gate.passed:
         from kubeloop_runtime.train.onnx_export import export_verified  # noqa: PLC0415
 
@@ -229,10 +231,11 @@ def train(
         imputed = (columns.numeric if impute.numeric != "none" else []) + (
             columns.categorical if impute.categorical != "none" else []
         )
-        if export_verified(
+        no_onnx = export_verified(
             model, x_test, columns.categorical, task, output.directory / ONNX_FILE,
             signature=signature, imputed=imputed,
-        ):  # fmt: skip
+        )  # fmt: skip
+        if no_onnx is None:
             ref["onnx_uri"], ref["onnx_sha256"], _ = output.publish(ONNX_FILE)
 
     write_reference(
@@ -256,7 +259,10 @@ def train(
     return api.TrainingResult(
         succeeded=True,
         reason="Trained",
-        message=f"trained {spec.estimator.type} on {len(x_train)} rows: {summary}"[:1024],
+        message=clip(
+            f"trained {spec.estimator.type} on {len(x_train)} rows: {summary}"
+            + (f"; no ONNX graph ({no_onnx}): served by scikit-learn" if no_onnx else "")
+        ),
         artifact=api.ArtifactRef(**ref),
         **common,
     )
