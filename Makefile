@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: help up down deps build-control-plane cluster-up cluster-down node-up node-down lint test test-unit test-integration bench kind-up kind-down
+.PHONY: help up down deps build build-control-plane cluster-up cluster-down node-up node-down lint test test-unit test-integration bench kind-up kind-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -38,7 +38,10 @@ lint: ## ruff, formatting, mypy --strict and the import-layer contracts
 	mypy
 	lint-imports
 
-test: deps build-control-plane lint ## Everything CI runs: deps, control plane, lint, types and the whole suite
+build: ## Build the local cluster's binaries and images side by side (cached)
+	hack/build.sh
+
+test: deps build lint ## Everything CI runs: deps, the local cluster's build, lint, types and the whole suite
 	hack/run-tests.sh $(PYTEST_ARGS)
 
 test-unit: ## Unit tests only (no cluster)

@@ -9,6 +9,7 @@
 #   hack/images.sh build           kubeloop/operator:dev and kubeloop/runtime:dev (buildah bud)
 #   hack/images.sh export          OCI archives in ${cache}/images/<name>.tar
 #   hack/images.sh import ADDRESS  ctr import of every archive into ADDRESS, namespace k8s.io
+#   hack/images.sh prepare         base, pause and our images (what needs neither Go nor a cluster)
 #   hack/images.sh all ADDRESS     all of the above, each step skipped when its inputs are unchanged
 #
 # Cache: ${KUBELOOP_CACHE:-~/.cache/kubeloop}: buildah/ (image storage), images/ (archives and
@@ -370,6 +371,14 @@ all_export() {
   done < <(exports)
 }
 
+# What needs no cluster and no Go build: the base, pause and our images (hack/build.sh runs
+# it beside the control-plane build; `all` then finds them unchanged).
+cmd_prepare() {
+  step base all_base
+  step pause all_pause
+  step build all_build
+}
+
 cmd_all() {
   local address=$1 t0=${EPOCHREALTIME/./}
   step base all_base
@@ -395,6 +404,10 @@ case "${sub}" in
   import)
     [ $# -eq 1 ] || usage
     step import cmd_import "$1"
+    ;;
+  prepare)
+    [ $# -eq 0 ] || usage
+    cmd_prepare
     ;;
   all)
     [ $# -eq 1 ] || usage

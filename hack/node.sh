@@ -382,6 +382,11 @@ volume() {
   mkdir -p "${dir}"
   chown "${uid}:${uid}" "${dir}"
   chmod 0770 "${dir}"
+  # A volume whose claim was deleted is Released and binds no new claim: make it anew (the
+  # directory, and what the old claim wrote there, stays).
+  if [ "$("${kubectl[@]}" get pv "${pv}" -o jsonpath='{.status.phase}' 2>/dev/null)" = Released ]; then
+    "${kubectl[@]}" delete pv "${pv}" --wait=true >&2
+  fi
   "${kubectl[@]}" apply --server-side --field-manager kubeloop-node -f - >&2 <<EOF
 apiVersion: v1
 kind: PersistentVolume

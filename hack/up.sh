@@ -23,7 +23,10 @@ start=$SECONDS
 say "Installing what is missing (Debian and Python packages)"
 hack/install-deps.sh
 
-say "Starting the local control plane (built from the published Go modules on first use)"
+say "Building the local cluster's binaries and images (cached; the first run takes a while)"
+hack/build.sh
+
+say "Starting the local control plane"
 exports="$(hack/cluster.sh up)"
 KUBECONFIG="$(sed -n 's/^export KUBECONFIG=//p' <<<"${exports}")"
 k8s_bin="$(sed -n 's/^export PATH=\([^:]*\):.*/\1/p' <<<"${exports}")"
@@ -37,6 +40,11 @@ say "Installing Kubeloop and Prometheus (manifests/overlays/local)"
 "${kubectl[@]}" apply --server-side -k crds >/dev/null
 "${kubectl[@]}" wait --for condition=Established --timeout "${TIMEOUT}" \
   crd/trainingjobs.kubeloop.io crd/modelversions.kubeloop.io crd/inferenceservices.kubeloop.io >/dev/null
+# A claim another install made (the kind overlay's class) cannot change class: replace it.
+class="$("${kubectl[@]}" -n default get pvc kubeloop-artifacts -o jsonpath='{.spec.storageClassName}' 2>/dev/null || true)"
+if [ -n "${class}" ] && [ "${class}" != kubeloop-local ]; then
+  "${kubectl[@]}" -n default delete pvc kubeloop-artifacts --wait=true
+fi
 hack/node.sh volume default kubeloop-artifacts >/dev/null
 "${kubectl[@]}" apply --server-side --force-conflicts -k manifests/overlays/local >/dev/null
 "${kubectl[@]}" -n kubeloop-system rollout status deployment/kubeloop-operator --timeout "${TIMEOUT}"

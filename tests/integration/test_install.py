@@ -30,8 +30,27 @@ def test_base_applies_with_server_side_dry_run(cluster: Cluster) -> None:
 
 
 def kwok_tier_namespaces(api: client.ApiClient) -> None:
-    """Create (or mark) the install namespaces so that their pods go to the kwok node."""
+    """Create (or mark) the install namespaces so that their pods go to the kwok node, and
+    drop an artifact claim of another install (the local overlay's storage class): a claim's
+    class cannot change."""
     core = client.CoreV1Api(api)
+    try:
+        pvc = core.read_namespaced_persistent_volume_claim("kubeloop-artifacts", "default")
+    except client.ApiException as e:
+        if e.status != 404:
+            raise
+    else:
+        if pvc.spec.storage_class_name != "standard":
+            core.delete_namespaced_persistent_volume_claim("kubeloop-artifacts", "default")
+            wait_for(
+                lambda: (
+                    not core.list_namespaced_persistent_volume_claim(
+                        "default", field_selector="metadata.name=kubeloop-artifacts"
+                    ).items
+                ),
+                timeout=60,
+                what="the other install's artifact claim to go",
+            )
     for ns in INSTALL_NAMESPACES:
         meta = {"name": ns, "annotations": dict(KWOK_TIER_ANNOTATIONS)}
         try:
