@@ -136,6 +136,23 @@ guard_down() {
   done
 }
 
+# The chains kubelet makes itself (kube-proxy --cleanup leaves them), in IPv4 and IPv6.
+kubelet_chains_down() {
+  local cmd table chain hook
+  for cmd in iptables ip6tables; do
+    command -v "${cmd}" >/dev/null 2>&1 || continue
+    for hook in INPUT OUTPUT; do
+      while "${cmd}" -w -D "${hook}" -j KUBE-FIREWALL 2>/dev/null; do :; done
+    done
+    for table in filter nat mangle; do
+      for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+        "${cmd}" -w -t "${table}" -F "${chain}" 2>/dev/null || true
+        "${cmd}" -w -t "${table}" -X "${chain}" 2>/dev/null || true
+      done
+    done
+  done
+}
+
 network_down() {
   guard_down
   if ip link show "${NODE_BRIDGE}" >/dev/null 2>&1; then ip link delete "${NODE_BRIDGE}"; fi
@@ -358,6 +375,7 @@ teardown() {
   if [ -n "${k8s_dir:-}" ] && [ -x "${k8s_dir}/kube-proxy" ]; then
     "${k8s_dir}/kube-proxy" --cleanup >/dev/null 2>&1 || true
   fi
+  kubelet_chains_down
   network_down
   rm -rf "${node_dir}/cni/ipam" "${node_dir}/kubelet/pods" "${node_dir}/containerd/state" "${run}"
   [ -n "${quiet}" ] || log "Stopped node ${NODE_NAME}; removed its pods, mounts, cgroups, bridge and rules."

@@ -9,6 +9,7 @@ in-cluster operator.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -31,6 +32,8 @@ from tests.integration.test_real_node import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("KUBELOOP_CACHE", str(Path.home() / ".cache" / "kubeloop")))
+NODE_DIR = Path(os.environ.get("KUBELOOP_NODE_DIR", str(CACHE / "node")))
 
 
 @pytest.fixture
@@ -69,3 +72,62 @@ def test_make_up_prints_a_prediction_from_a_real_pod(
     )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["predictions"] == [0, 2]
+
+
+def _iptables(cmd: str) -> str:
+    return subprocess.run([cmd + "-save"], capture_output=True, text=True, check=True).stdout
+
+
+def test_node_down_leaves_nothing_behind_and_up_brings_it_back(
+    cluster: Cluster, api: client.ApiClient
+) -> None:
+    """`hack/node.sh down` (as `make down` runs it) removes every rule, chain, bridge,
+    mount, network namespace and cgroup the node made, and restores the sysctls."""
+    # What `up` found before it changed sysctls (it keeps them for `down`).
+    saved = dict(
+        line.split(" ", 1) for line in (NODE_DIR / "sysctl.saved").read_text().splitlines()
+    )
+    assert "net.ipv4.ip_forward" in saved, saved
+    down = subprocess.run(
+        [str(REPO / "hack" / "node.sh"), "down"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert down.returncode == 0, down.stderr
+    try:
+        for cmd in ("iptables", "ip6tables"):
+            rules = [line for line in _iptables(cmd).splitlines() if "KUBE" in line]
+            assert not rules, f"{cmd} still has: {rules[:10]}"
+        links = subprocess.run(
+            ["ip", "-o", "link"], check=False, capture_output=True, text=True
+        ).stdout
+        assert NODE["NODE_BRIDGE"] not in links
+        assert not [p for p in Path("/sys/fs/cgroup").glob("*/kubepods")], "kubepods cgroups"
+        node_dir = NODE_DIR
+        mounts = [
+            line.split()[4]
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(str(node_dir)) or "/run/netns/cni-" in line
+        ]
+        assert not mounts, mounts[:10]
+        assert not list(Path("/run/netns").glob("cni-*")), "pod network namespaces"
+        procs = subprocess.run(
+            ["pgrep", "-f", str(node_dir)], check=False, capture_output=True, text=True
+        )
+        assert not procs.stdout.strip(), procs.stdout
+        for key, value in saved.items():
+            now = Path("/proc/sys", key.replace(".", "/")).read_text().strip()
+            assert now == value.strip(), f"{key} is {now}, was {value} before the node"
+    finally:
+        up = subprocess.run(
+            [str(REPO / "hack" / "node.sh"), "up"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert up.returncode == 0, up.stderr[-3000:]
+    node = client.CoreV1Api(api).read_node(NODE["NODE_NAME"])
+    assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
