@@ -86,7 +86,13 @@ def evidently_python() -> Path:
     marker = VENV / ".kubeloop-requirements"
     wanted = "\n".join(REQUIREMENTS)
     if python.exists() and marker.exists() and marker.read_text() == wanted:
-        return python
+        # The marker says what was installed; the import says it is still there (a build
+        # interrupted by another run, or a venv removed around it, leaves the marker behind).
+        probe = subprocess.run(
+            [str(python), "-c", "import evidently"], capture_output=True, timeout=120, check=False
+        )
+        if probe.returncode == 0:
+            return python
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=300)
     subprocess.run(
         [
