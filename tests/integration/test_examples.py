@@ -23,9 +23,9 @@ from tests.integration.harness import Cluster, OperatorProcess, wait_for
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iris"
 
 
-def readme_commands() -> list[str]:
-    """The shell commands of the README's code blocks, continuation lines joined."""
-    text = (EXAMPLE / "README.md").read_text()
+def readme_commands(readme: Path = EXAMPLE / "README.md") -> list[str]:
+    """The shell commands of a README's code blocks, continuation lines joined."""
+    text = readme.read_text()
     blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     joined = "\n".join(blocks).replace("\\\n", " ")
     return [

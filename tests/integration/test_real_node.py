@@ -40,6 +40,7 @@ from kubernetes import client
 from kubeloop.kube import Kube
 from kubeloop_runtime import api
 from tests.integration.harness import KWOK_TIER_ANNOTATIONS, Cluster, condition, is_true, wait_for
+from tests.integration.test_examples import readme_commands
 from tests.integration.test_loop import (
     CANARY,
     ISVC,
@@ -306,17 +307,6 @@ def test_the_operator_runs_in_its_container_as_restricted(
     # Its log (API server -> kubelet) shows it started and serves its metrics.
     logs = cluster.kubectl("-n", "kubeloop-system", "logs", name).stdout
     assert "Serving metrics" in logs, logs[-2000:]
-
-
-def readme_commands(path: Path) -> list[str]:
-    text = path.read_text()
-    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
-    joined = "\n".join(blocks).replace("\\\n", " ")
-    return [
-        line.strip()
-        for line in joined.splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
 
 
 def user_env(cluster: Cluster) -> dict[str, str]:

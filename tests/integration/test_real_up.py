@@ -28,6 +28,7 @@ from tests.integration.test_real_node import (
     assert_real,
     delete_deployments,
     delete_kubeloop_objects,
+    node_sh,
     pods,
 )
 
@@ -88,14 +89,7 @@ def test_node_down_leaves_nothing_behind_and_up_brings_it_back(
         line.split(" ", 1) for line in (NODE_DIR / "sysctl.saved").read_text().splitlines()
     )
     assert "net.ipv4.ip_forward" in saved, saved
-    down = subprocess.run(
-        [str(REPO / "hack" / "node.sh"), "down"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert down.returncode == 0, down.stderr
+    node_sh("down")
     try:
         for cmd in ("iptables", "ip6tables"):
             rules = [line for line in _iptables(cmd).splitlines() if "KUBE" in line]
@@ -121,13 +115,6 @@ def test_node_down_leaves_nothing_behind_and_up_brings_it_back(
             now = Path("/proc/sys", key.replace(".", "/")).read_text().strip()
             assert now == value.strip(), f"{key} is {now}, was {value} before the node"
     finally:
-        up = subprocess.run(
-            [str(REPO / "hack" / "node.sh"), "up"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert up.returncode == 0, up.stderr[-3000:]
+        node_sh("up")
     node = client.CoreV1Api(api).read_node(NODE["NODE_NAME"])
     assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
