@@ -17,7 +17,9 @@ INSTALL_NAMESPACES = ("kubeloop-system", "kubeloop-monitoring")
 FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate"}
 
 
-def test_base_applies_with_server_side_dry_run(cluster: Cluster) -> None:
+def test_base_applies_with_server_side_dry_run(cluster: Cluster, api: client.ApiClient) -> None:
+    # A dry run creates no namespace: the base's namespaced objects need theirs to exist.
+    kwok_tier_namespaces(api)
     out = cluster.kubectl(
         "apply",
         "--server-side",
