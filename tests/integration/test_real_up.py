@@ -9,7 +9,6 @@ in-cluster operator.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -25,6 +24,7 @@ from tests.integration.harness import Cluster
 from tests.integration.test_real_node import (
     INSTALL_NAMESPACES,
     NODE,
+    NODE_DIR,
     assert_real,
     delete_deployments,
     delete_kubeloop_objects,
@@ -33,8 +33,6 @@ from tests.integration.test_real_node import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("KUBELOOP_CACHE", str(Path.home() / ".cache" / "kubeloop")))
-NODE_DIR = Path(os.environ.get("KUBELOOP_NODE_DIR", str(CACHE / "node")))
 
 
 @pytest.fixture
