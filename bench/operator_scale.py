@@ -611,7 +611,13 @@ def main(argv: list[str] | None = None) -> int:
         op.start()
         wait_for(
             lambda: (
-                (op_metric(op, "kubeloop_reconcile_total", controller="inferenceservice") or 0) >= n
+                (
+                    op_metric(
+                        op, "controller_runtime_reconcile_total", controller="inferenceservice"
+                    )
+                    or 0
+                )
+                >= n
             ),
             timeout=600,
             interval=1,

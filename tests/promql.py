@@ -11,9 +11,9 @@ import re
 
 OPERATOR_METRICS = frozenset(
     {
-        "kubeloop_reconcile_total",
-        "kubeloop_reconcile_errors_total",
-        "kubeloop_reconcile_time_seconds",
+        "controller_runtime_reconcile_total",
+        "controller_runtime_reconcile_errors_total",
+        "controller_runtime_reconcile_time_seconds",
         "kubeloop_objects",
         "kubeloop_training_runs_total",
         "kubeloop_training_duration_seconds",
@@ -23,6 +23,18 @@ OPERATOR_METRICS = frozenset(
         "kubeloop_rollbacks_total",
         "kubeloop_promotions_total",
         "kubeloop_retrains_total",
+        "controller_runtime_active_workers",
+        "controller_runtime_max_concurrent_reconciles",
+        "workqueue_depth",
+        "workqueue_adds_total",
+        "workqueue_queue_duration_seconds",
+        "workqueue_work_duration_seconds",
+        "workqueue_retries_total",
+        "workqueue_unfinished_work_seconds",
+        "workqueue_longest_running_processor_seconds",
+        "kubeloop_cache_objects",
+        "rest_client_requests_total",
+        "leader_election_master_status",
     }
 )
 SERVING_METRICS = frozenset(
@@ -47,7 +59,9 @@ SERVING_METRICS = frozenset(
 )
 HISTOGRAMS = frozenset(
     {
-        "kubeloop_reconcile_time_seconds",
+        "controller_runtime_reconcile_time_seconds",
+        "workqueue_queue_duration_seconds",
+        "workqueue_work_duration_seconds",
         "kubeloop_training_duration_seconds",
         "kubeloop_serving_request_duration_seconds",
         "kubeloop_serving_batch_size",

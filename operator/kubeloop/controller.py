@@ -7,7 +7,7 @@ returns a :class:`Result`. Different objects are reconciled in parallel, one obj
 twice at once (the queue guarantees it), and a failing object is retried with per-object
 exponential backoff while the others proceed.
 
-Outcomes, counted in ``kubeloop_reconcile_total{controller,result}``:
+Outcomes, counted in ``controller_runtime_reconcile_total{controller,result}``:
 
 - success: the key's backoff is reset; ``Result.requeue_after`` schedules the next look
   (for work that must be polled, e.g. the closed loop's signals);
@@ -77,6 +77,15 @@ class Controller:
         self.queue: WorkQueue[Key] = WorkQueue(
             base_delay=base_delay, max_delay=max_delay, metrics=qm
         )
+        if metrics is not None:
+            # Computed on scrape from the keys being processed (no thread keeps them fresh).
+            queue = self.queue
+            metrics.workqueue_unfinished_work_seconds.labels(name).set_function(
+                lambda: queue.unfinished_seconds()[0]
+            )
+            metrics.workqueue_longest_running_processor_seconds.labels(name).set_function(
+                lambda: queue.unfinished_seconds()[1]
+            )
         self._threads: list[threading.Thread] = []
         self._active = 0
         self._active_lock = threading.Lock()

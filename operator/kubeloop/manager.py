@@ -256,8 +256,9 @@ class Manager:
         if not self.caches.wait_synced(timeout=300):
             logger.warning("Caches not synced after 300s; starting anyway")
         logger.info("Caches synced: %s", self.caches.sizes())
-        if self.elector is not None:
-            self.metrics.leader.labels(self.settings.lease_name).set(1)
+        # Without leader election the one replica acts as the leader: the gauge says so too,
+        # so "exactly one leader" holds for every install.
+        self.metrics.leader.labels(self.settings.lease_name).set(1)
         for c in self.controllers.values():
             c.start()
         self._running = True

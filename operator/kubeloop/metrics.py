@@ -1,7 +1,10 @@
 """The operator's Prometheus metrics: one definition of every name and label.
 
-Names mirror controller-runtime's where they overlap (``*_reconcile_total{controller,result}``,
-``*_reconcile_errors_total``, ``*_reconcile_time_seconds``), under the ``kubeloop_`` prefix.
+The controller machinery uses controller-runtime's and client-go's own names
+(``controller_runtime_reconcile_total{controller,result}``, ``..._reconcile_errors_total``,
+``..._reconcile_time_seconds``, ``..._active_workers``, ``workqueue_*``,
+``rest_client_requests_total``, ``leader_election_master_status``), so dashboards and alerts
+written for controllers in Go work on Kubeloop too; what is Kubeloop's own is ``kubeloop_*``.
 Labels are bounded: controller and kind are fixed sets; namespace/model/version come from
 objects users create, never from requests.
 
@@ -21,9 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from kubeloop_runtime import api
 
-RECONCILE_TOTAL = "kubeloop_reconcile_total"
-RECONCILE_ERRORS_TOTAL = "kubeloop_reconcile_errors_total"
-RECONCILE_TIME_SECONDS = "kubeloop_reconcile_time_seconds"
+RECONCILE_TOTAL = "controller_runtime_reconcile_total"
+RECONCILE_ERRORS_TOTAL = "controller_runtime_reconcile_errors_total"
+RECONCILE_TIME_SECONDS = "controller_runtime_reconcile_time_seconds"
 OBJECTS = "kubeloop_objects"
 TRAINING_RUNS_TOTAL = "kubeloop_training_runs_total"
 TRAINING_DURATION_SECONDS = "kubeloop_training_duration_seconds"
@@ -39,11 +42,13 @@ WORKQUEUE_ADDS_TOTAL = "workqueue_adds_total"
 WORKQUEUE_QUEUE_DURATION_SECONDS = "workqueue_queue_duration_seconds"
 WORKQUEUE_WORK_DURATION_SECONDS = "workqueue_work_duration_seconds"
 WORKQUEUE_RETRIES_TOTAL = "workqueue_retries_total"
-ACTIVE_WORKERS = "kubeloop_controller_active_workers"
-MAX_CONCURRENT_RECONCILES = "kubeloop_controller_max_concurrent_reconciles"
+WORKQUEUE_UNFINISHED_WORK_SECONDS = "workqueue_unfinished_work_seconds"
+WORKQUEUE_LONGEST_RUNNING_PROCESSOR_SECONDS = "workqueue_longest_running_processor_seconds"
+ACTIVE_WORKERS = "controller_runtime_active_workers"
+MAX_CONCURRENT_RECONCILES = "controller_runtime_max_concurrent_reconciles"
 CACHE_OBJECTS = "kubeloop_cache_objects"
 REST_CLIENT_REQUESTS_TOTAL = "rest_client_requests_total"
-LEADER = "kubeloop_leader_election_master_status"
+LEADER = "leader_election_master_status"
 
 # Controllers (the `controller` label).
 TRAININGJOB = "trainingjob"
@@ -134,6 +139,8 @@ class OperatorMetrics:
     workqueue_queue_duration_seconds: Histogram
     workqueue_work_duration_seconds: Histogram
     workqueue_retries_total: Counter
+    workqueue_unfinished_work_seconds: Gauge
+    workqueue_longest_running_processor_seconds: Gauge
     active_workers: Gauge
     max_concurrent_reconciles: Gauge
     cache_objects: Gauge
@@ -277,6 +284,19 @@ def create_metrics(registry: CollectorRegistry | None = None) -> OperatorMetrics
         ),
         workqueue_retries_total=Counter(
             WORKQUEUE_RETRIES_TOTAL, "Retries handled by the work queue.", ["name"], registry=reg
+        ),
+        workqueue_unfinished_work_seconds=Gauge(
+            WORKQUEUE_UNFINISHED_WORK_SECONDS,
+            "Seconds of work in progress not yet observed by work_duration; large values"
+            " mean stuck workers.",
+            ["name"],
+            registry=reg,
+        ),
+        workqueue_longest_running_processor_seconds=Gauge(
+            WORKQUEUE_LONGEST_RUNNING_PROCESSOR_SECONDS,
+            "How long the longest-running processor of the work queue has been running.",
+            ["name"],
+            registry=reg,
         ),
         active_workers=Gauge(
             ACTIVE_WORKERS,

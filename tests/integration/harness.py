@@ -168,12 +168,19 @@ def operator_kubeconfig(cluster: Cluster, dest: Path) -> Path:
     """A kubeconfig that authenticates as the operator's own ServiceAccount.
 
     Installs exactly the RBAC of manifests/base (namespace, ServiceAccount, ClusterRole,
-    ClusterRoleBinding, built with kustomize) and mints a token for the ServiceAccount with
-    the TokenRequest API, so an operator started with this kubeconfig has the permissions the
-    install grants, no more.
+    ClusterRoleBinding, the leader-election Role and RoleBinding; built with kustomize) and
+    mints a token for the ServiceAccount with the TokenRequest API, so an operator started
+    with this kubeconfig has the permissions the install grants, no more.
     """
     rendered = cluster.kubectl("kustomize", str(cluster.repo / "manifests" / "base")).stdout
-    wanted = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    wanted = {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    }
     docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") in wanted]
     cluster.kubectl(
         "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
@@ -320,7 +327,7 @@ class OperatorProcess:
             return sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in self.metrics().splitlines()
-                if line.startswith("kubeloop_reconcile_total{")
+                if line.startswith("controller_runtime_reconcile_total{")
             )
 
         def depth() -> float:

@@ -4,7 +4,8 @@ Both replicas watch and cache; only the holder of the Lease writes. Killing the 
 (SIGKILL: no release) hands over to the other replica once the Lease has not been renewed
 for its duration (15 s), and the new leader takes over a cluster at steady state without a
 single write. A clean stop releases the Lease, and the other replica takes over at once.
-The replicas run as the operator's ServiceAccount with the Role from manifests/base.
+The replicas run as the operator's ServiceAccount with the RBAC of manifests/base (the
+harness installs its leader-election Role too).
 """
 
 from __future__ import annotations
@@ -14,31 +15,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-import yaml
-
 from kubeloop.kube import Kube
-from tests.integration.harness import Cluster, OperatorProcess, is_true, wait_for
+from tests.integration.harness import OperatorProcess, is_true, wait_for
 from tests.integration.harness import metric as scraped
 from tests.integration.test_delete_stopped import isvc_body
 from tests.integration.test_inferenceservice import model_version
 
 LEASE_NAMESPACE = "kubeloop-system"
 LEASE_DURATION = 15.0
-
-
-@pytest.fixture(scope="module")
-def lease_role(cluster: Cluster) -> None:
-    """The leader-election Role and RoleBinding of manifests/base, applied as shipped."""
-    rendered = cluster.kubectl("kustomize", str(cluster.repo / "manifests" / "base")).stdout
-    docs = [
-        d
-        for d in yaml.safe_load_all(rendered)
-        if d and d["kind"] in ("Namespace", "ServiceAccount", "Role", "RoleBinding")
-    ]
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
-    )
 
 
 def lease(kube: Kube, name: str) -> dict[str, Any] | None:
@@ -51,7 +35,7 @@ def holder(kube: Kube, name: str) -> str | None:
 
 
 def leads(op: OperatorProcess) -> bool:
-    return (scraped(op.metrics(), "kubeloop_leader_election_master_status") or 0) == 1
+    return (scraped(op.metrics(), "leader_election_master_status") or 0) == 1
 
 
 def pair(
@@ -98,7 +82,6 @@ def test_killing_the_leader_hands_over_without_double_writes(
     kube: Kube,
     namespace: str,
     artifacts_pvc: str,  # the predictor pods mount it: without it they stay Pending
-    lease_role: None,
     make_operator: Callable[..., OperatorProcess],
 ) -> None:
     lease_name, ops = pair(make_operator, namespace)
@@ -142,7 +125,6 @@ def test_a_clean_stop_releases_the_lease_at_once(
     kube: Kube,
     namespace: str,
     artifacts_pvc: str,  # the predictor pods mount it: without it they stay Pending
-    lease_role: None,
     make_operator: Callable[..., OperatorProcess],
 ) -> None:
     lease_name, ops = pair(make_operator, namespace)

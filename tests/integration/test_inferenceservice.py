@@ -245,7 +245,13 @@ def test_serves_by_alias_and_rolls_when_the_alias_moves(
     assert deployments(kube, namespace) == [STABLE]
     assert metric(op := operator, "kubeloop_rollouts_total", inferenceservice=ISVC) == 2
     assert (
-        metric(op, "kubeloop_reconcile_total", controller="inferenceservice", result="success") > 0
+        metric(
+            op,
+            "controller_runtime_reconcile_total",
+            controller="inferenceservice",
+            result="success",
+        )
+        > 0
     )
 
 
@@ -349,7 +355,7 @@ def test_restart_changes_nothing(
         lambda: (
             metric(
                 operator,
-                "kubeloop_reconcile_total",
+                "controller_runtime_reconcile_total",
                 controller="inferenceservice",
                 result="success",
             )

@@ -258,3 +258,48 @@ def test_without_the_store_versions_are_ready_but_unverified(
         timeout=TIMEOUT,
         what="staging confirmed",
     )
+
+
+def test_a_new_version_costs_one_label_patch_and_one_status_write(
+    kube: Kube, namespace: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """Every write the operator makes to a hand-made version, seen through a watch (which
+    delivers each resourceVersion): its labels once, its status once, then nothing."""
+    ns = namespace
+    sha = write_artifact(tmp_path / "artifacts", ns, 1, b"model one!!")
+    custom = client.CustomObjectsApi(kube.api_client)
+    listing = custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.MODELVERSIONS)
+    changes: list[dict[str, Any]] = []
+    w = watch.Watch()
+
+    def follow() -> None:
+        for event in w.stream(
+            custom.list_namespaced_custom_object,
+            api.GROUP,
+            api.VERSION,
+            ns,
+            api.MODELVERSIONS,
+            resource_version=listing["metadata"]["resourceVersion"],
+            timeout_seconds=60,
+        ):
+            if event["type"] == "MODIFIED":
+                changes.append(event["object"])
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    kube.create(model_version(ns, 1, sha))
+    wait_for(lambda: ready(kube, ns, "iris-v1"), timeout=TIMEOUT, what="iris-v1 Ready")
+    operator.settled()
+    w.stop()
+    t.join(timeout=70)
+    labelled = [o for o in changes if (o.get("status") or {}) == {}]
+    with_status = [o for o in changes if o.get("status")]
+    assert len(labelled) == 1, [o["metadata"].get("labels") for o in labelled]
+    assert len(with_status) == 1, [o["status"] for o in with_status]
+    final = with_status[0]
+    assert final["metadata"]["labels"][api.LABEL_MODEL] == "iris"
+    assert {c["type"] for c in final["status"]["conditions"]} == {
+        "Ready",
+        "ArtifactVerified",
+        "AliasesConfirmed",
+    }

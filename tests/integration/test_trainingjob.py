@@ -173,7 +173,7 @@ def test_trains_registers_and_keeps_the_version_when_deleted(
     )
     assert acc == spec.metrics["accuracy"]
     assert "kubeloop_training_duration_seconds_count" in text
-    assert 'kubeloop_reconcile_total{controller="trainingjob",result="success"}' in text
+    assert 'controller_runtime_reconcile_total{controller="trainingjob",result="success"}' in text
 
     # Deleting the TrainingJob garbage-collects its Job (kube-controller-manager), never
     # the ModelVersion: the registry outlives the run.
@@ -337,10 +337,12 @@ def test_operator_killed_mid_run_creates_nothing_twice(
     # Another restart after the end changes nothing.
     operator.restart()
 
-    # (kubeloop_reconcile_total exists at 0 from the start: wait for a counted success.)
+    # (controller_runtime_reconcile_total exists at 0 from the start: wait for a counted success.)
     def reconciled() -> bool:
         text = operator.metrics()
-        n = metric(text, "kubeloop_reconcile_total", controller="trainingjob", result="success")
+        n = metric(
+            text, "controller_runtime_reconcile_total", controller="trainingjob", result="success"
+        )
         return (n or 0) > 0
 
     wait_for(reconciled, timeout=30, what="the restarted operator to reconcile")

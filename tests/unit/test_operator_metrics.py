@@ -20,10 +20,10 @@ def test_reconcile_series_start_at_zero_for_every_controller() -> None:
     for controller in m.CONTROLLERS:
         for result in m.RESULTS:
             labels = {"controller": controller, "result": result}
-            assert _value(metrics, "kubeloop_reconcile_total", labels) == 0.0
+            assert _value(metrics, "controller_runtime_reconcile_total", labels) == 0.0
         labels = {"controller": controller}
-        assert _value(metrics, "kubeloop_reconcile_errors_total", labels) == 0.0
-        assert _value(metrics, "kubeloop_reconcile_time_seconds_count", labels) == 0.0
+        assert _value(metrics, "controller_runtime_reconcile_errors_total", labels) == 0.0
+        assert _value(metrics, "controller_runtime_reconcile_time_seconds_count", labels) == 0.0
 
 
 def test_a_fresh_registry_carries_process_metrics() -> None:

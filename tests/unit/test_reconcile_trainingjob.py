@@ -430,9 +430,14 @@ def test_reconciling_counts_results() -> None:
         raise RuntimeError("boom")
     for result in ("success", "requeue", "error"):
         labels = {"controller": "trainingjob", "result": result}
-        assert _value(m, "kubeloop_reconcile_total", labels) == 1.0
-    assert _value(m, "kubeloop_reconcile_errors_total", {"controller": "trainingjob"}) == 1.0
-    assert _value(m, "kubeloop_reconcile_time_seconds_count", {"controller": "trainingjob"}) == 3.0
+        assert _value(m, "controller_runtime_reconcile_total", labels) == 1.0
+    assert (
+        _value(m, "controller_runtime_reconcile_errors_total", {"controller": "trainingjob"}) == 1.0
+    )
+    assert (
+        _value(m, "controller_runtime_reconcile_time_seconds_count", {"controller": "trainingjob"})
+        == 3.0
+    )
 
 
 def test_instrumented_takes_metrics_from_memo() -> None:
@@ -448,4 +453,4 @@ def test_instrumented_takes_metrics_from_memo() -> None:
     assert handler(memo=Memo()) == 7
     assert handler(memo=object()) == 7  # no metrics: still runs
     labels = {"controller": "modelversion", "result": "success"}
-    assert _value(m, "kubeloop_reconcile_total", labels) == 1.0
+    assert _value(m, "controller_runtime_reconcile_total", labels) == 1.0

@@ -133,7 +133,7 @@ def test_controller_runs_objects_in_parallel_but_one_object_never_twice_at_once(
     assert peak[0] > 1  # different objects in parallel
     assert set(calls) == {f"o{i}" for i in range(8)}
     assert metrics.registry.get_sample_value(
-        "kubeloop_reconcile_total", {"controller": "test", "result": "success"}
+        "controller_runtime_reconcile_total", {"controller": "test", "result": "success"}
     ) == sum(calls.values())
 
 
@@ -158,6 +158,40 @@ def test_controller_retries_errors_with_backoff_and_requeues_on_request() -> Non
     assert attempts[2] - attempts[1] >= attempts[1] - attempts[0] >= 0.04
     assert c.queue.failures(("ns", "a")) == 0  # success forgot the failures
     assert (
-        metrics.registry.get_sample_value("kubeloop_reconcile_errors_total", {"controller": "test"})
+        metrics.registry.get_sample_value(
+            "controller_runtime_reconcile_errors_total", {"controller": "test"}
+        )
         == 2
     )
+
+
+def test_controller_exports_unfinished_work_while_a_worker_is_busy() -> None:
+    metrics = m.create_metrics()
+    started, release = threading.Event(), threading.Event()
+
+    def reconcile(ns: str, name: str) -> Result:
+        started.set()
+        release.wait(5)
+        return Result()
+
+    c = Controller("busy", reconcile, workers=1, metrics=metrics)
+    reg = metrics.registry
+    labels = {"name": "busy"}
+    assert reg.get_sample_value("workqueue_unfinished_work_seconds", labels) == 0
+    c.start()
+    c.enqueue("ns", "a")
+    assert started.wait(5)
+    time.sleep(0.2)
+    unfinished = reg.get_sample_value("workqueue_unfinished_work_seconds", labels)
+    longest = reg.get_sample_value("workqueue_longest_running_processor_seconds", labels)
+    release.set()
+    assert unfinished is not None and unfinished >= 0.2
+    assert longest is not None and longest >= 0.2
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and reg.get_sample_value(
+        "workqueue_unfinished_work_seconds", labels
+    ):
+        time.sleep(0.01)
+    c.stop()
+    assert reg.get_sample_value("workqueue_unfinished_work_seconds", labels) == 0
+    assert reg.get_sample_value("workqueue_longest_running_processor_seconds", labels) == 0

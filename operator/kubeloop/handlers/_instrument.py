@@ -1,9 +1,9 @@
 """Reconcile metrics for every controller: one context manager, one decorator.
 
-``kubeloop_reconcile_total{controller,result}`` counts each reconciliation by its outcome
+``controller_runtime_reconcile_total{controller,result}`` counts each reconciliation by its outcome
 (``success``; ``requeue`` for a :class:`kopf.TemporaryError`, i.e. "not yet, try again";
-``error`` for anything else), ``kubeloop_reconcile_errors_total{controller}`` counts the
-errors, and ``kubeloop_reconcile_time_seconds{controller}`` times each one, as
+``error`` for anything else), ``controller_runtime_reconcile_errors_total{controller}`` counts the
+errors, and ``controller_runtime_reconcile_time_seconds{controller}`` times each one, as
 controller-runtime does for Go controllers.
 
 Use the decorator on a kopf handler (it finds ``memo`` among kopf's keyword arguments)::

@@ -270,7 +270,10 @@ def _observe_transitions(
             f" (was {before})" if before else ""
         )
         logger.info(msg)
-        _event(body, "Normal", reason="RollingOut", message=msg)
+        if old.get("servingVersion"):
+            # A change of version; the first rollout is told by the Ready condition alone
+            # (one write fewer per new InferenceService).
+            _event(body, "Normal", reason="RollingOut", message=msg)
     transition = r.canary_transition(old, new, stable)
     if transition == "promoted":
         metrics.promotions_total.labels(ns, name).inc()

@@ -245,7 +245,14 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
     _ensure_labels(kube, body, spec)
     artifact = _artifact_condition(spec, old, settings, recheck)
     ready = rec.ready_condition(spec, artifact)
-    status = rec.desired_status(old=old, generation=generation, conditions=[artifact, ready])
+    # AliasesConfirmed as things stand now goes into the same write: a version whose
+    # aliases the plan below leaves alone (most of them) costs one status write, not two.
+    aliases_now = rec.aliases_condition(
+        registry.requested_aliases(body), registry.confirmed_aliases(body), ready.status == "True"
+    )
+    status = rec.desired_status(
+        old=old, generation=generation, conditions=[artifact, ready, aliases_now]
+    )
     was = _previous(old, api.COND_READY)
     if any(old.get(k) != v for k, v in status.items()):
         kube.patch_status(api.API_VERSION, KIND, ns, name, status)
