@@ -271,8 +271,16 @@ def test_a_new_version_costs_one_label_patch_and_one_status_write(
     listing = custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.MODELVERSIONS)
     changes: list[dict[str, Any]] = []
     w = watch.Watch()
+    stopping = threading.Event()
 
     def follow() -> None:
+        try:
+            _follow()
+        except Exception:
+            if not stopping.is_set():  # closing the stream on exit is expected
+                raise
+
+    def _follow() -> None:
         for event in w.stream(
             custom.list_namespaced_custom_object,
             api.GROUP,
@@ -290,6 +298,7 @@ def test_a_new_version_costs_one_label_patch_and_one_status_write(
     kube.create(model_version(ns, 1, sha))
     wait_for(lambda: ready(kube, ns, "iris-v1"), timeout=TIMEOUT, what="iris-v1 Ready")
     operator.settled()
+    stopping.set()
     w.stop()
     t.join(timeout=70)
     labelled = [o for o in changes if (o.get("status") or {}) == {}]
