@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop.conditions import get_condition
+from kubeloop.conditions import MESSAGE_MAX, get_condition
 from kubeloop.reconcile import inferenceservice as isvc_rec
 from kubeloop.reconcile import loop
 from kubeloop_runtime import api
@@ -553,3 +553,20 @@ def test_condition_observed_generation_round_trip() -> None:
     conds = set_conditions([], p.conditions, generation=4)
     c = get_condition(conds, loop.COND_RETRAINING)
     assert c is not None and c["observedGeneration"] == 4
+
+
+def test_a_long_gate_message_stored_cut_posts_no_second_event() -> None:
+    """The status holds the message cut to MESSAGE_MAX; seeing it again is no change."""
+    msg = "champion gate failed: " + "accuracy 0.61 (challenger) vs 0.93; " * 60
+    assert len(msg) > MESSAGE_MAX
+    run = tj("iris-retrain-1", succeeded="False", reason="QualityGateFailed", message=msg)
+    seen = {"lastRetrain": {"trainingJob": "iris-retrain-1"}}
+    first = loop.plan(observe(runs=[run], signals=QUIET, status=seen), NOW)
+    c = cond(first, loop.COND_RETRAINING)
+    assert [e.reason for e in first.events] == [loop.CHALLENGER_REJECTED]
+    stored = {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+    stored["message"] = stored["message"][:MESSAGE_MAX]  # what the API server holds
+    again = loop.plan(
+        observe(runs=[run], signals=QUIET, status={**seen, "conditions": [stored]}), NOW
+    )
+    assert again.events == [] and again.conditions == []

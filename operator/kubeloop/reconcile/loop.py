@@ -38,7 +38,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from kubeloop import cron, registry
-from kubeloop.conditions import Condition, get_condition
+from kubeloop.conditions import MESSAGE_MAX, Condition, get_condition
 from kubeloop_runtime import api
 
 Obj = Mapping[str, Any]
@@ -634,11 +634,13 @@ def _requested(versions: Sequence[Obj], name: str, alias: str) -> bool:
 
 
 def _condition_changed(old: Obj, c: Condition) -> bool:
+    """Whether ``c`` differs from the stored condition, which holds the message cut to
+    MESSAGE_MAX (so a long message seen again is no change, and posts no second Event)."""
     prev = get_condition(old.get("conditions"), c.type)
     return prev is None or (prev.get("status"), prev.get("reason"), prev.get("message")) != (
         c.status,
         c.reason,
-        c.message,
+        c.message[:MESSAGE_MAX],
     )
 
 
