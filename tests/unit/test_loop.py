@@ -501,7 +501,7 @@ def test_canary_fails_and_is_rolled_back() -> None:
     assert p.alias_move is None
     c = cond(p, loop.COND_CANARY_ANALYSIS)
     assert (c.status, c.reason) == ("False", loop.ROLLED_BACK)
-    assert "latency" in c.message and "2" in c.message and "0.5" in c.message
+    assert "p99 latency 2s > maxP99LatencySeconds 0.5" in c.message
     # Rolled back: not restarted for the same version.
     st2 = {**st, "loopCanary": None, "analysis": p.status["analysis"]}
     p2 = loop.plan(observe(spec, status=st2, runs=[RUN_OK], versions=V12), NOW)

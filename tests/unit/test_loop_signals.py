@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -121,7 +123,12 @@ def test_pods_of_role_ready_only() -> None:
     assert signals.pods_of(pods, "canary") == ["10.0.0.3"]
 
 
-def test_unreachable_pods_are_skipped() -> None:
-    # 127.0.0.1 port 8080 with nothing listening: refused quickly, not an exception.
-    s = signals.read_signals("iris", [pod("stable", "127.0.0.254")], timeout=0.5)
+def test_unreachable_pods_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A loopback port nothing listens on (whatever else runs on 8080 here): refused
+    # quickly, not an exception.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    monkeypatch.setattr(signals, "PORT", free)
+    s = signals.read_signals("iris", [pod("stable", "127.0.0.1")], timeout=0.5)
     assert s.pods == 0 and s.drift is None
