@@ -301,15 +301,18 @@ def cmd_rollback(args: argparse.Namespace, out: TextIO) -> int:
     isvc = _isvc(kube, ns, args.isvc)
     mv_name, loop_owned = _canary(isvc)
     if loop_owned:
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        kube.patch_status(
+        # Intent on the object (an editor may write it); the loop, which owns the status,
+        # rolls the canary back and records the decision as a manual one.
+        kube.patch(
             api.API_VERSION, "InferenceService", ns, args.isvc,
-            {"loopCanary": None, "canaryStartTime": None,
-             "analysis": {"decision": "Rollback", "modelVersion": mv_name, "time": now,
-                          "message": "rolled back by kubectl kubeloop rollback"}},
+            {"metadata": {"annotations": {api.ANNOTATION_ROLLBACK: mv_name}}},
         )  # fmt: skip
-    else:
-        kube.patch(api.API_VERSION, "InferenceService", ns, args.isvc, {"spec": {"canary": None}})
+        out.write(
+            f"inferenceservice.kubeloop.io/{args.isvc} canary {mv_name}: rollback requested"
+            f" ({api.ANNOTATION_ROLLBACK}={mv_name})\n"
+        )
+        return 0
+    kube.patch(api.API_VERSION, "InferenceService", ns, args.isvc, {"spec": {"canary": None}})
     out.write(f"inferenceservice.kubeloop.io/{args.isvc} canary {mv_name} rolled back\n")
     return 0
 

@@ -41,6 +41,9 @@ MANAGED_BY = "kubeloop"
 
 # Annotations.
 ANNOTATION_RETRAIN = f"{GROUP}/retrain"  # `kubectl annotate isvc x kubeloop.io/retrain=now`
+# `kubectl annotate isvc x kubeloop.io/rollback=<canary ModelVersion>`: roll the loop's
+# canary back (what `kubectl kubeloop rollback` does; an editor may, the status is not theirs).
+ANNOTATION_ROLLBACK = f"{GROUP}/rollback"
 ANNOTATION_TRIGGER = f"{GROUP}/trigger"  # on a TrainingJob started by the closed loop (JSON)
 
 # Condition types.

@@ -185,13 +185,14 @@ def operator_kubeconfig(cluster: Cluster, dest: Path) -> Path:
     cluster.kubectl(
         "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
     )
+    return token_kubeconfig(cluster, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, dest)
+
+
+def token_kubeconfig(cluster: Cluster, namespace: str, service_account: str, dest: Path) -> Path:
+    """A kubeconfig for the admin's cluster that authenticates as ``service_account`` with
+    a TokenRequest token: that account's permissions, no more."""
     token = cluster.kubectl(
-        "create",
-        "token",
-        OPERATOR_SERVICE_ACCOUNT,
-        "-n",
-        OPERATOR_NAMESPACE,
-        "--duration=24h",
+        "create", "token", service_account, "-n", namespace, "--duration=24h"
     ).stdout.strip()
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
@@ -200,14 +201,11 @@ def operator_kubeconfig(cluster: Cluster, dest: Path) -> Path:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kubeloop", "cluster": cl["cluster"]}],
-        "users": [{"name": OPERATOR_SERVICE_ACCOUNT, "user": {"token": token}}],
+        "users": [{"name": service_account, "user": {"token": token}}],
         "contexts": [
-            {
-                "name": "operator",
-                "context": {"cluster": "kubeloop", "user": OPERATOR_SERVICE_ACCOUNT},
-            }
+            {"name": service_account, "context": {"cluster": "kubeloop", "user": service_account}}
         ],
-        "current-context": "operator",
+        "current-context": service_account,
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(cfg))

@@ -19,16 +19,26 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import new_client_from_config
 from sklearn.datasets import load_iris
 
 from kubeloop import cli
 from kubeloop.kube import Kube
 from kubeloop_runtime import api
-from tests.integration.harness import Cluster, OperatorProcess, condition, is_true, wait_for
+from tests.integration.harness import (
+    Cluster,
+    OperatorProcess,
+    condition,
+    is_true,
+    token_kubeconfig,
+    wait_for,
+)
 
 ISVC = "iris-svc"
 STABLE = f"{ISVC}-predictor"
@@ -410,6 +420,82 @@ def test_manual_retrain_and_a_canary_that_fails_analysis_is_rolled_back(
     assert f'kubeloop_rollbacks_total{{{labels},reason="analysis"}} 1.0' in text
     # The same annotation value does not retrain again; no canary comes back.
     w.stays(lambda: len(w.retrains()) == 1 and w.deployments() == [STABLE], 4, "loop repeated")
+
+
+def editor_kubeconfig(cluster: Cluster, ns: str, dest: Path) -> Path:
+    """A person with the shipped editor roles in ``ns`` (InferenceServices, ModelVersions)
+    and the TrainingJob viewer role: what a team's ML engineer gets."""
+    roles = (
+        "kubeloop-inferenceservice-editor",
+        "kubeloop-modelversion-editor",
+        "kubeloop-trainingjob-viewer",
+    )
+    cluster.kubectl("create", "serviceaccount", "ml-engineer", "-n", ns)
+    for role in roles:
+        cluster.kubectl(
+            "create", "rolebinding", role, f"--clusterrole={role}",
+            f"--serviceaccount={ns}:ml-engineer", "-n", ns,
+        )  # fmt: skip
+    return token_kubeconfig(cluster, ns, "ml-engineer", dest)
+
+
+def test_an_editor_retrains_rolls_back_and_promotes_with_the_plugin(
+    world: World, cluster: Cluster, tmp_path: Path
+) -> None:
+    """`kubectl kubeloop retrain|rollback|promote` as a user with the editor role: each
+    writes intent (an annotation, a spec), never the status, and the loop acts on it."""
+    w = world
+    # A window long enough that only the person decides.
+    w.serve(
+        retraining_policy(
+            triggers={"drift": False},
+            analysis={"windowSeconds": 3600, "minRequests": 5, "maxErrorRate": 0.0},
+        )
+    )
+    editor = editor_kubeconfig(cluster, w.ns, tmp_path / "editor.kubeconfig")
+    as_editor = Kube(new_client_from_config(str(editor)))
+    with pytest.raises(ApiException) as denied:
+        as_editor.patch_status(api.API_VERSION, "InferenceService", w.ns, ISVC, {"phase": "x"})
+    assert denied.value.status == 403  # the test's user really cannot write the status
+    base = ["--kubeconfig", str(editor), "-n", w.ns]
+
+    def plugin(*argv: str) -> str:
+        out = io.StringIO()
+        assert cli.main([*base, *argv], out=out) == 0, out.getvalue()
+        return out.getvalue()
+
+    plugin("retrain", ISVC, "--value", "first")
+    w.wait(lambda: w.pod_ips("canary", "iris-v2"), "the canary of iris-v2")
+    assert "rollback requested" in plugin("rollback", ISVC)
+    w.wait(
+        lambda: w.condition("CanaryAnalysis").get("reason") == "RolledBack",
+        "the canary to be rolled back on request",
+    )
+    w.wait(lambda: w.deployments() == [STABLE], "the canary Deployment to go")
+    analysis = w.status()["analysis"]
+    assert (analysis["decision"], analysis["source"], analysis["modelVersion"]) == (
+        "Rollback",
+        "manual",
+        "iris-v2",
+    )
+    assert w.alias_holder() == "iris-v1"
+    labels = f'inferenceservice="{ISVC}",namespace="{w.ns}"'
+    w.wait(
+        lambda: f'kubeloop_rollbacks_total{{{labels},reason="manual"}} 1.0' in w.op.metrics(),
+        "the rollback counted as manual",
+    )
+    assert f'kubeloop_rollbacks_total{{{labels},reason="analysis"}} 0.0' in w.op.metrics()
+
+    plugin("retrain", ISVC, "--value", "second")
+    w.wait(lambda: w.pod_ips("canary", "iris-v3"), "the canary of iris-v3")
+    assert "iris-v3" in plugin("promote", ISVC)
+    w.wait(lambda: w.alias_holder() == "iris-v3", "production on iris-v3")
+    w.wait(
+        lambda: w.deployments() == [STABLE] and w.status().get("servingVersion") == "iris-v3",
+        "iris-v3 serving on the stable Deployment alone",
+    )
+    assert w.condition("CanaryAnalysis")["reason"] == "Promoted"
+    assert w.status()["analysis"]["source"] == "manual"
 
 
 def test_failing_gate_stops_the_loop_and_a_flapping_signal_waits_for_the_cooldown(

@@ -85,6 +85,7 @@ def observe(
     versions: list[dict[str, Any]] | None = None,
     serving: str | None = "iris-v1",
     canary: loop.CanaryStats | None = None,
+    rollback: str | None = None,
 ) -> loop.Observed:
     return loop.Observed(
         owner=OWNER,
@@ -99,6 +100,7 @@ def observe(
         task=api.Task.CLASSIFICATION,
         signals=signals,
         canary_stats=canary,
+        rollback_request=rollback,
     )
 
 
@@ -570,3 +572,34 @@ def test_a_long_gate_message_stored_cut_posts_no_second_event() -> None:
         observe(runs=[run], signals=QUIET, status={**seen, "conditions": [stored]}), NOW
     )
     assert again.events == [] and again.conditions == []
+
+
+def test_a_rollback_request_rolls_back_exactly_the_running_loop_canary() -> None:
+    st = canary_status(started=NOW - dt.timedelta(seconds=10))
+    # Healthy so far, analysis pending: the request decides, not the metrics.
+    p = loop.plan(
+        observe(status=st, runs=[RUN_OK], versions=V12, canary=HEALTHY, rollback="iris-v2"), NOW
+    )
+    assert p.status["loopCanary"] is None
+    assert p.status["analysis"]["decision"] == loop.ROLLBACK
+    assert p.status["analysis"]["source"] == "manual"
+    assert p.status["analysis"]["modelVersion"] == "iris-v2"
+    assert p.alias_move is None and p.spec_patch is None
+    c = cond(p, loop.COND_CANARY_ANALYSIS)
+    assert (c.status, c.reason) == ("False", loop.ROLLED_BACK)
+    assert "kubeloop.io/rollback=iris-v2" in c.message
+    assert [e.reason for e in p.events] == [loop.ROLLED_BACK]
+    # A request naming another version (a stale one) changes nothing.
+    other = loop.plan(
+        observe(status=st, runs=[RUN_OK], versions=V12, canary=HEALTHY, rollback="iris-v9"), NOW
+    )
+    assert "loopCanary" not in other.status
+    assert (other.status.get("analysis") or {}).get("decision") != loop.ROLLBACK
+
+
+def test_an_analysis_rollback_says_its_source() -> None:
+    st = canary_status(started=NOW - dt.timedelta(seconds=61))
+    bad = loop.CanaryStats(pods=1, requests=40, errors=0, p99_latency=2.0)
+    spec = isvc_spec(analysis={"windowSeconds": 60, "minRequests": 10, "maxP99LatencySeconds": 0.5})
+    p = loop.plan(observe(spec, status=st, runs=[RUN_OK], versions=V12, canary=bad), NOW)
+    assert p.status["analysis"]["source"] == "analysis"

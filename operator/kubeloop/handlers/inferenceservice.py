@@ -31,7 +31,6 @@ from kubeloop.controller import Result
 from kubeloop.handlers import _events
 from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer
 from kubeloop.handlers._instrument import reconciling
-from kubeloop.kube import Kube
 from kubeloop.metrics import OperatorMetrics
 from kubeloop.reconcile import inferenceservice as r
 from kubeloop.registry import KeyedLocks
@@ -279,8 +278,9 @@ def _observe_transitions(
         metrics.promotions_total.labels(ns, name).inc()
         _event(body, "Normal", "Promoted", f"Canary {old['canaryVersion']} promoted")
     elif transition == "rolledBack":
-        decision = (old.get("analysis") or {}).get("decision")
-        reason = "analysis" if decision == "Rollback" else "manual"
+        analysis = old.get("analysis") or {}
+        by_analysis = analysis.get("decision") == "Rollback" and analysis.get("source") != "manual"
+        reason = "analysis" if by_analysis else "manual"
         metrics.rollbacks_total.labels(ns, name, reason).inc()
         _event(body, "Normal", "RolledBack", f"Canary {old['canaryVersion']} rolled back")
     was = r.condition_status(old, r.COND_MODEL_RESOLVED)
@@ -291,30 +291,3 @@ def _observe_transitions(
 def _event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     """Post a Kubernetes Event on the InferenceService."""
     _events.event(body, type_, reason, message)
-
-
-# ----------------------------------------------------------------------------- for the loop
-
-
-def promote(kube: CachedClient | Kube, namespace: str, name: str) -> bool:
-    """Promote the running canary (spec change, as a user would); False if there is none."""
-    body = kube.get(api.API_VERSION, KIND, namespace, name)
-    if body is None:
-        return False
-    spec = r.parse_spec(body.get("spec"))
-    canary = r.desired_canary(spec, body.get("status"))
-    if canary is None:
-        return False
-    kube.patch(
-        api.API_VERSION, KIND, namespace, name, r.promotion_patch(spec, canary.model_version)
-    )
-    return True
-
-
-def rollback(kube: CachedClient | Kube, namespace: str, name: str) -> bool:
-    """Roll the canary back (remove it from the spec); False if there is none."""
-    body = kube.get(api.API_VERSION, KIND, namespace, name)
-    if body is None or not (body.get("spec") or {}).get("canary"):
-        return False
-    kube.patch(api.API_VERSION, KIND, namespace, name, r.rollback_patch())
-    return True

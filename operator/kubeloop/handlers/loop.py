@@ -151,6 +151,7 @@ def _plan(
         task=served.spec.task if served is not None else None,
         signals=signals,
         canary_stats=canary_stats,
+        rollback_request=(meta.get("annotations") or {}).get(api.ANNOTATION_ROLLBACK),
     )
     return loop.plan(obs, _now())
 

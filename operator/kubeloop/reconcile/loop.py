@@ -605,6 +605,8 @@ class Observed:
     task: api.Task | None
     signals: Signals | None
     canary_stats: CanaryStats | None
+    # The kubeloop.io/rollback annotation: the loop canary a user asked to roll back.
+    rollback_request: str | None = None
 
 
 @dataclass
@@ -719,13 +721,17 @@ def plan(obs: Observed, now: dt.datetime) -> Plan:
     manual = spec.canary
     alias_ref = spec.model.alias if spec.model.model_version is None else None
 
-    def finish_canary(decision: str, message: str, metrics: Mapping[str, float]) -> None:
+    def finish_canary(
+        decision: str, message: str, metrics: Mapping[str, float], source: str = "analysis"
+    ) -> None:
+        # source: who decided, the analysis of the canary's metrics or a person ("manual").
         p.status["analysis"] = {
             "decision": decision,
             "modelVersion": analysis_st.get("modelVersion") or lc.get("modelVersion"),
             "message": message[:1024],
             "time": format_time(now),
             "metrics": dict(metrics),
+            "source": source,
         }
 
     # Start the loop's canary for a new accepted challenger.
@@ -792,7 +798,10 @@ def plan(obs: Observed, now: dt.datetime) -> Plan:
             p.status["canaryStartTime"] = None
             analysis_st = {"decision": SUPERSEDED, "modelVersion": lc.get("modelVersion")}
             finish_canary(
-                SUPERSEDED, f"spec.canary ({manual.model_version}) replaced the loop's canary", {}
+                SUPERSEDED,
+                f"spec.canary ({manual.model_version}) replaced the loop's canary",
+                {},
+                source="manual",
             )
             canary_cond = Condition(
                 COND_CANARY_ANALYSIS,
@@ -840,11 +849,21 @@ def plan(obs: Observed, now: dt.datetime) -> Plan:
                 else f"canary {mv} promoted"
             )
             if analysis_st.get("decision") != PROMOTE:
-                finish_canary(PROMOTE, msg, {})
+                finish_canary(PROMOTE, msg, {}, source="manual")
             canary_cond = Condition(
                 COND_CANARY_ANALYSIS, "True", PROMOTED, f"{mv} promoted: {msg}"[:1024]
             )
             p.events.append(Event("Normal", PROMOTED, f"Canary {mv} promoted to stable"))
+        elif loop_owned and obs.rollback_request == mv:
+            # `kubectl kubeloop rollback`: the annotation names this canary. Spec-side
+            # intent (an editor may set it); the loop, which owns the status, acts on it.
+            msg = f"rolled back on request ({api.ANNOTATION_ROLLBACK}={mv})"
+            finish_canary(ROLLBACK, msg, {}, source="manual")
+            p.status["loopCanary"] = None
+            canary_cond = Condition(
+                COND_CANARY_ANALYSIS, "False", ROLLED_BACK, f"canary {mv} {msg}"
+            )
+            p.events.append(Event("Normal", ROLLED_BACK, f"Canary {mv} {msg}"))
         elif analysis_st.get("decision") == PROMOTE and alias_ref is not None:
             # Promotion under way: keep asking for the alias until it is confirmed.
             if not _requested(obs.model_versions, mv, alias_ref):
