@@ -60,18 +60,19 @@ def test_matches() -> None:
     ("expr", "needle"),
     [
         ("* * * *", "expected 5 fields"),
-        ("60 * * * *", "minute field"),
-        ("* 24 * * *", "hour field"),
-        ("* * 0 * *", "day-of-month field"),
-        ("* * * 13 *", "month field"),
-        ("* * * * 8", "day-of-week field"),
-        ("*/0 * * * *", "step"),
-        ("5-1 * * * *", "backwards"),
-        ("a * * * *", "not a number"),
-        ("1,,2 * * * *", "empty"),
+        ("* * * * * *", "expected 5 fields"),  # no seconds field
+        ("60 * * * *", "minute field: '60'"),
+        ("* 24 * * *", "hour field: '24'"),
+        ("* * 0 * *", "day-of-month field: '0'"),
+        ("* * * 13 *", "month field: '13'"),
+        ("* * * * 8", "day-of-week field: '8'"),
+        ("*/0 * * * *", "minute field: '\\*/0'"),
+        ("a * * * *", "minute field: 'a'"),
+        ("1,,2 * * * *", "minute field: '1,,2'"),
+        ("@often", "unknown macro"),
     ],
 )
-def test_invalid(expr: str, needle: str) -> None:
+def test_invalid_names_the_field(expr: str, needle: str) -> None:
     with pytest.raises(cron.CronError, match=needle):
         cron.parse(expr)
 
