@@ -15,13 +15,12 @@ The formatting functions are pure and unit-tested; the commands are thin.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from kubeloop import registry
-from kubeloop_runtime import api
+from kubeloop_runtime import api, rfc3339
 
 Obj = Mapping[str, Any]
 
@@ -244,7 +243,7 @@ def cmd_retrain(args: argparse.Namespace, out: TextIO) -> int:
     isvc = _isvc(kube, ns, args.isvc)
     if not (isvc.get("spec") or {}).get("retraining"):
         raise CliError(f"InferenceService {ns}/{args.isvc} has no spec.retraining policy")
-    value = args.value or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    value = args.value or rfc3339.now()
     kube.patch(api.API_VERSION, "InferenceService", ns, args.isvc, retrain_patch(value))
     out.write(f"inferenceservice.kubeloop.io/{args.isvc} retrain requested ({value})\n")
     return 0

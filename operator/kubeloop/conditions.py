@@ -8,10 +8,11 @@ re-asserting the same condition on every reconcile writes nothing new.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from kubeloop_runtime import rfc3339
 
 Status = Literal["True", "False", "Unknown"]
 MESSAGE_MAX = 1024
@@ -26,7 +27,7 @@ class Condition:
 
 
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return rfc3339.now()
 
 
 def set_conditions(

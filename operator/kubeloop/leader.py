@@ -26,6 +26,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from kubeloop.kube import Kube, Obj
+from kubeloop_runtime import rfc3339
 
 logger = logging.getLogger("kubeloop.leader")
 
@@ -33,7 +34,7 @@ API_VERSION = "coordination.k8s.io/v1"
 
 
 def _micro_time(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339.format_time(t, "microseconds")  # a Lease's MicroTime
 
 
 class Elector:

@@ -11,7 +11,6 @@ a private ``random.Random``: rate 0 returns at once (one comparison), rate 1 log
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import random
 import sys
@@ -19,6 +18,8 @@ import threading
 from typing import IO, Any
 
 import orjson
+
+from kubeloop_runtime import rfc3339
 
 __all__ = ["PredictionLogger"]
 
@@ -41,7 +42,7 @@ def _default(obj: Any) -> Any:
 
 
 def _now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339.now("milliseconds")
 
 
 class PredictionLogger:

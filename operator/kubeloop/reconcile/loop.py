@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from kubeloop import cron, registry
 from kubeloop.conditions import MESSAGE_MAX, Condition, get_condition
-from kubeloop_runtime import api
+from kubeloop_runtime import api, rfc3339
 
 Obj = Mapping[str, Any]
 
@@ -81,19 +81,8 @@ MAX_NAME = 63
 # ----------------------------------------------------------------------------- time
 
 
-def parse_time(value: Any) -> dt.datetime | None:
-    """An RFC 3339 timestamp as an aware datetime; None when absent or malformed."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
-
-
-def format_time(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+parse_time = rfc3339.parse_time
+format_time = rfc3339.format_time
 
 
 # ----------------------------------------------------------------------------- observations

@@ -20,7 +20,6 @@ Outcomes (``status.reason`` and the reason of the ``Succeeded`` condition):
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import json
 import math
@@ -32,7 +31,7 @@ from pydantic import ValidationError
 
 from kubeloop.builders.job import CONTAINER
 from kubeloop.conditions import Condition, get_condition, set_conditions
-from kubeloop_runtime import api
+from kubeloop_runtime import api, rfc3339
 
 Obj = Mapping[str, Any]
 
@@ -412,12 +411,8 @@ def _finite(v: float) -> bool:
 
 def duration_seconds(start: str | None, end: str | None) -> float | None:
     """Seconds between two RFC 3339 timestamps (None when either is missing)."""
-    if not start or not end:
-        return None
-    try:
-        a = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
-        b = dt.datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError:
+    a, b = rfc3339.parse_time(start), rfc3339.parse_time(end)
+    if a is None or b is None:
         return None
     return max(0.0, (b - a).total_seconds())
 
