@@ -5,7 +5,7 @@ trains and serves from them, so they live here, in a light module that imports o
 pydantic. Specs are parsed once at the edge (``TrainingJobSpec.model_validate(body["spec"])``)
 and passed around typed. Field names are camelCase on the wire and snake_case in Python.
 
-``crds/`` holds the matching OpenAPI schemas; ``tests/unit/test_api_schema_agreement.py``
+``crds/`` holds the matching OpenAPI schemas; ``tests/unit/test_crd_schema_agreement.py``
 keeps the two in step.
 """
 

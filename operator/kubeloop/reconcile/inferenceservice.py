@@ -6,10 +6,11 @@ and writes what they return.
 
 Seams for the closed loop (``handlers/loop.py``):
 
-- :func:`desired_canary` is the ONE place that says which canary should run.
+- :func:`desired_canary` is the ONE place that says which canary should run
+  (``spec.canary``, else the loop's ``status.loopCanary``).
 - :func:`promotion_patch` and :func:`rollback_patch` are the spec changes that promote or
-  roll back a canary; the loop applies them like a user would (``kubectl patch``), and this
-  controller counts the transition (:func:`canary_transition`) exactly once.
+  roll back a manual canary, as a person makes them; the loop computes its own spec patch
+  in its plan. This controller counts every transition (:func:`canary_transition`) once.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1017,7 +1016,3 @@ def plan(obs: Observed, now: dt.datetime) -> Plan:
             ):
                 p.events.append(Event("Warning", c.reason, c.message))
     return p
-
-
-def finite(v: float | None) -> float | None:
-    return v if v is not None and math.isfinite(v) else None
