@@ -2,7 +2,7 @@
 
 Evidently 0.7 imports a pandas internal that pandas 3 removed, so it cannot live in the
 project's environment. It runs in its own virtual environment instead, made on first use
-by :func:`evidently_python` (``python tests/unit/test_drift_evidently.py`` makes it ahead
+by :func:`evidently_python` (``python tests/compat/test_drift_evidently.py`` makes it ahead
 of time) under ``~/.cache/kubeloop/venv-evidently`` (``KUBELOOP_EVIDENTLY_VENV`` moves it).
 A small worker script runs Evidently's ``ValueDrift`` metric with an explicit ``method``
 there and prints the scores as JSON.
