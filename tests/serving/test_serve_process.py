@@ -23,6 +23,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from kubeloop_runtime import jsonlog
 from kubeloop_runtime.serve.testing import BuiltModel, build_model_version
 
 READY_TIMEOUT = 60.0
@@ -175,6 +176,11 @@ def test_tampered_artifact_refuses_to_start(built: BuiltModel, tmp_path: Path) -
     manifest.write_text(json.dumps(doc))
     err = _refused(["--model-version", str(manifest)])
     assert "integrity check failed" in err and "sha256" in err
+    # The log line is in the schema the operator writes too (kubeloop_runtime.jsonlog).
+    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    refused = [x for x in lines if str(x.get("message", "")).startswith("Refused to start")]
+    assert refused and set(jsonlog.FIELDS) <= set(refused[0]), lines
+    assert refused[0]["level"] == "error" and refused[0]["time"].endswith("Z")
 
 
 def test_library_version_mismatch_refuses_to_start(built: BuiltModel, tmp_path: Path) -> None:

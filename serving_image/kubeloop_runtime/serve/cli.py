@@ -9,7 +9,6 @@ requests (uvicorn's graceful shutdown) before the process exits.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import socket
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from kubeloop_runtime.jsonlog import JsonFormatter
 from kubeloop_runtime.serve import monitoring
 from kubeloop_runtime.serve.app import App, create_app
 from kubeloop_runtime.serve.dataplane import DataPlane
@@ -28,21 +28,6 @@ from kubeloop_runtime.serve.settings import ServeSettings, parse_settings
 log = logging.getLogger("kubeloop_runtime.serve")
 
 EXIT_STARTUP = 2
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line on stderr (prediction logs go to stdout)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, object] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc)
 
 
 def build(
