@@ -223,7 +223,6 @@ class Manager:
         if new is None:
             self.controllers[INFERENCESERVICE].forget(ns, name)
             self.controllers[LOOP].forget(ns, name)
-            inferenceservice.locks.forget(ns, name)
             return
         self._enqueue(INFERENCESERVICE, ns, name)
         if any(

@@ -18,7 +18,8 @@ See docs/registry.md for how an alias moves.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,26 +220,32 @@ def plan_aliases(versions: Sequence[Obj], eligible: Callable[[Obj], bool]) -> Al
 
 
 class KeyedLocks:
-    """One ``threading.Lock`` per key, e.g. per (namespace, model): serialises alias moves.
+    """One lock per key, e.g. per (namespace, model): ``with locks(ns, model): ...``.
 
-    kopf runs handlers of different objects in parallel threads; two versions of one model
-    asking for the same alias at once must not interleave their moves.
+    Workers of different objects run in parallel threads; two versions of one model asking
+    for the same alias at once must not interleave their moves. An entry lives only while a
+    thread holds or waits for its lock, so the table is as large as the work in flight,
+    never as the set of objects ever seen (nothing to forget when an object goes).
     """
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._locks: dict[tuple[str, ...], threading.Lock] = {}
+        self._locks: dict[tuple[str, ...], tuple[threading.Lock, list[int]]] = {}
 
-    def __call__(self, *key: str) -> threading.Lock:
+    @contextmanager
+    def __call__(self, *key: str) -> Iterator[None]:
         with self._guard:
-            lock = self._locks.get(key)
-            if lock is None:
-                lock = self._locks[key] = threading.Lock()
-            return lock
+            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._locks[key]
 
-    def forget(self, *key: str) -> None:
-        """Drop the lock of a key that is gone (a deleted object); safe while unheld."""
+    def __len__(self) -> int:
         with self._guard:
-            lock = self._locks.get(key)
-            if lock is not None and not lock.locked():
-                del self._locks[key]
+            return len(self._locks)

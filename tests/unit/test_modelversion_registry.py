@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -267,11 +268,28 @@ def test_random_requests_converge_to_at_most_one_holder(seed: int) -> None:
                 assert a in registry.requested_aliases(v) and ready(v)
 
 
-def test_keyed_locks() -> None:
+def test_keyed_locks_serialise_a_key_and_keep_no_entry_once_free() -> None:
     locks = registry.KeyedLocks()
-    assert locks("ns", "iris") is locks("ns", "iris")
-    assert locks("ns", "iris") is not locks("ns", "wine")
-    with locks("ns", "iris"):
-        locks.forget("ns", "iris")  # held: kept
-        assert locks("ns", "iris").locked()
-    locks.forget("ns", "iris")
+    inside: list[str] = []
+    overlap: list[str] = []
+    gate = threading.Event()
+
+    def work(key: str, tag: str) -> None:
+        with locks("ns", key):
+            if any(t.startswith(key) for t in inside):
+                overlap.append(tag)
+            inside.append(f"{key}:{tag}")
+            gate.wait(0.05)
+            inside.remove(f"{key}:{tag}")
+
+    threads = [
+        threading.Thread(target=work, args=(k, str(i))) for i in range(6) for k in ("iris", "wine")
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.02)
+    assert 1 <= len(locks) <= 2  # one entry per key in use, not per thread
+    for t in threads:
+        t.join(5)
+    assert not overlap  # never two holders of one key
+    assert len(locks) == 0  # nothing left behind for keys no one uses
