@@ -110,6 +110,11 @@ ESTIMATORS: dict[str, tuple[str, Task]] = {
     "DecisionTreeRegressor": ("sklearn.tree.DecisionTreeRegressor", Task.REGRESSION),
     "KNeighborsRegressor": ("sklearn.neighbors.KNeighborsRegressor", Task.REGRESSION),
     "SVR": ("sklearn.svm.SVR", Task.REGRESSION),
+    # Gradient-boosting libraries, through their scikit-learn estimators (docs/training.md).
+    "XGBClassifier": ("xgboost.XGBClassifier", Task.CLASSIFICATION),
+    "XGBRegressor": ("xgboost.XGBRegressor", Task.REGRESSION),
+    "LGBMClassifier": ("lightgbm.LGBMClassifier", Task.CLASSIFICATION),
+    "LGBMRegressor": ("lightgbm.LGBMRegressor", Task.REGRESSION),
 }
 EstimatorType = Literal[
     "LogisticRegression",
@@ -130,6 +135,10 @@ EstimatorType = Literal[
     "DecisionTreeRegressor",
     "KNeighborsRegressor",
     "SVR",
+    "XGBClassifier",
+    "XGBRegressor",
+    "LGBMClassifier",
+    "LGBMRegressor",
 ]
 
 # scikit-learn's bundled datasets that ship inside the wheel (no download).

@@ -111,12 +111,21 @@ def _split(
     return x_train, x_test, y_train, y_test
 
 
+def _fit_errors(estimator: str) -> tuple[type[Exception], ...]:
+    """What a fit raises for bad data or values (LightGBM's error is no ValueError)."""
+    if estimator.startswith("LGBM"):
+        from lightgbm.basic import LightGBMError  # noqa: PLC0415
+
+        return (ValueError, TypeError, LightGBMError)
+    return (ValueError, TypeError)
+
+
 def _fit(model: Any, x: pd.DataFrame, y: pd.Series, estimator: str) -> None:
     try:
         model.fit(x, y)
     except InvalidParameterError as e:
         raise InvalidSpecError(f"spec.estimator.hyperparameters: {e}") from e
-    except (ValueError, TypeError) as e:
+    except _fit_errors(estimator) as e:
         raise DataError(f"fitting {estimator} failed: {e}") from e
 
 
