@@ -60,6 +60,14 @@ def _spec(manifest: Path) -> api.ModelVersionSpec:
     return api.ModelVersionSpec.model_validate(json.loads(manifest.read_text())["spec"])
 
 
+def _stored(manifest: Path) -> tuple[Path, Any, Any]:
+    """The artifact's path, the fitted Pipeline loaded from it, and its transformed holdout."""
+    path = artifacts.resolve(_spec(manifest).artifact.uri)
+    fitted = _loaded(manifest)
+    holdout = pd.read_csv(path.parent / "holdout.csv").drop(columns=["target"])
+    return path, fitted, fitted.named_steps["preprocess"].transform(holdout)
+
+
 def _loaded(manifest: Path) -> Any:
     spec = _spec(manifest)
     path = artifacts.resolve(spec.artifact.uri)
@@ -94,8 +102,7 @@ def test_xgboost_is_stored_in_its_own_format_inside_the_artifact(
 ) -> None:
     import xgboost
 
-    spec = _spec(trained[estimator])
-    path = artifacts.resolve(spec.artifact.uri)
+    path, fitted, x = _stored(trained[estimator])
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         blobs = [archive.read(n) for n in names if n.endswith(".bin")]
@@ -107,9 +114,7 @@ def test_xgboost_is_stored_in_its_own_format_inside_the_artifact(
     assert raw[:1] == b"{" and b"Config" in raw and b"learner" in raw
     booster = xgboost.Booster()
     booster.__setstate__({"handle": bytearray(raw)})
-    holdout = pd.read_csv(path.parent / "holdout.csv").drop(columns=["target"])
-    fitted = _loaded(trained[estimator])
-    matrix = xgboost.DMatrix(fitted.named_steps["preprocess"].transform(holdout))
+    matrix = xgboost.DMatrix(x)
     np.testing.assert_allclose(
         booster.predict(matrix),
         fitted.named_steps["estimator"].get_booster().predict(matrix),
@@ -122,8 +127,7 @@ def test_lightgbm_is_stored_in_its_own_format_inside_the_artifact(
 ) -> None:
     import lightgbm
 
-    spec = _spec(trained[estimator])
-    path = artifacts.resolve(spec.artifact.uri)
+    path, fitted, x = _stored(trained[estimator])
     with zipfile.ZipFile(path) as archive:
         schema = json.loads(archive.read("schema.json"))
     found: list[str] = []
@@ -138,9 +142,6 @@ def test_lightgbm_is_stored_in_its_own_format_inside_the_artifact(
             found.append(json.loads(item))  # skops keeps a string as its JSON text
     (text,) = found  # LightGBM's text model format, as Booster.model_to_string writes it
     booster = lightgbm.Booster(model_str=text)
-    holdout = pd.read_csv(path.parent / "holdout.csv").drop(columns=["target"])
-    fitted = _loaded(trained[estimator])
-    x = fitted.named_steps["preprocess"].transform(holdout)
     np.testing.assert_allclose(
         booster.predict(x), fitted.named_steps["estimator"].booster_.predict(x)
     )
