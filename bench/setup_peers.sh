@@ -12,12 +12,14 @@ ROOT="${KUBELOOP_BENCH_VENVS:-$HOME/.cache/kubeloop/bench-venvs}"
 PY="${PYTHON:-python3}"
 SKLEARN="$("$PY" -c 'import sklearn; print(sklearn.__version__)')"
 NUMPY="$("$PY" -c 'import numpy; print(numpy.__version__)')"
+# The booster scenario's joblib file unpickles an XGBClassifier: the same XGBoost.
+XGBOOST="$("$PY" -c 'import xgboost; print(xgboost.__version__)')"
 mkdir -p "$ROOT"
 
 make_venv() {
     local name="$1"; shift
     local dir="$ROOT/$name"
-    if [[ -x "$dir/bin/python" ]] && "$dir/bin/python" -c "import sklearn; assert sklearn.__version__ == '$SKLEARN'" 2>/dev/null \
+    if [[ -x "$dir/bin/python" ]] && "$dir/bin/python" -c "import sklearn, xgboost; assert sklearn.__version__ == '$SKLEARN'" 2>/dev/null \
         && [[ -f "$dir/.kubeloop-ok" ]]; then
         echo "$name: already installed in $dir"
         return
@@ -25,7 +27,8 @@ make_venv() {
     rm -rf "$dir"
     "$PY" -m venv "$dir"
     "$dir/bin/pip" install --quiet --upgrade pip
-    "$dir/bin/pip" install --quiet "$@" "scikit-learn==$SKLEARN" "numpy==$NUMPY" joblib
+    "$dir/bin/pip" install --quiet "$@" "scikit-learn==$SKLEARN" "numpy==$NUMPY" joblib \
+        "xgboost-cpu==$XGBOOST"
     touch "$dir/.kubeloop-ok"
     echo "$name: installed in $dir"
 }

@@ -113,6 +113,11 @@ ESTIMATORS: dict[str, tuple[str, Task]] = {
     "DecisionTreeRegressor": ("sklearn.tree.DecisionTreeRegressor", Task.REGRESSION),
     "KNeighborsRegressor": ("sklearn.neighbors.KNeighborsRegressor", Task.REGRESSION),
     "SVR": ("sklearn.svm.SVR", Task.REGRESSION),
+    # Gradient-boosting libraries, through their scikit-learn estimators (docs/training.md).
+    "XGBClassifier": ("xgboost.XGBClassifier", Task.CLASSIFICATION),
+    "XGBRegressor": ("xgboost.XGBRegressor", Task.REGRESSION),
+    "LGBMClassifier": ("lightgbm.LGBMClassifier", Task.CLASSIFICATION),
+    "LGBMRegressor": ("lightgbm.LGBMRegressor", Task.REGRESSION),
 }
 EstimatorType = Literal[
     "LogisticRegression",
@@ -133,6 +138,10 @@ EstimatorType = Literal[
     "DecisionTreeRegressor",
     "KNeighborsRegressor",
     "SVR",
+    "XGBClassifier",
+    "XGBRegressor",
+    "LGBMClassifier",
+    "LGBMRegressor",
 ]
 
 # scikit-learn's bundled datasets that ship inside the wheel (no download).
@@ -276,6 +285,32 @@ class Resources(Model):
     limits: Annotated[dict[str, Quantity], Field(max_length=8)] | None = None
 
 
+AnomalyKind = Literal[
+    "MissingColumn", "ExtraColumn", "TypeChanged", "UnseenCategory", "OutOfRange", "AllNull",
+    "Drift",
+]  # fmt: skip
+ANOMALY_KINDS: tuple[str, ...] = AnomalyKind.__args__  # type: ignore[attr-defined]
+
+
+class ValidationSpec(Model):
+    """Data validation before training (TFX's ExampleValidator idea).
+
+    The new dataset is checked against the training statistics of a reference
+    ModelVersion (``reference``, default ``spec.champion``: the version serving now) before
+    anything is fitted. ``policy: fail`` stops the run with reason DataValidationFailed;
+    ``warn`` trains anyway. Either way the anomalies, per column, are in the result and in
+    the TrainingJob's ``DataValidated`` condition.
+    """
+
+    policy: Literal["fail", "warn"] = "fail"
+    reference: ObjectName | None = None
+    # A numeric column is out of range when more than this share of its values lies
+    # outside the reference's [min, max].
+    max_out_of_range_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    # A column has drifted when its PSI against the reference reaches this (0.25: major).
+    max_psi: Annotated[float, Field(gt=0.0, le=10.0)] = 0.25
+
+
 class TriggerRef(Model):
     """Why the closed loop started a TrainingJob (lineage)."""
 
@@ -308,6 +343,24 @@ class TrainingJobSpec(Model):
     # How to compare with the champion (the closed loop copies spec.retraining.championGate);
     # unset: the task's default metric (accuracy / rmse) and no regression allowed.
     champion_gate: ChampionGate | None = None
+    # Check the dataset against a reference version's statistics before training.
+    validation: ValidationSpec | None = None
+
+    @property
+    def validation_reference(self) -> str | None:
+        """The ModelVersion whose statistics the dataset is validated against (None: no check)."""
+        if self.validation is None:
+            return None
+        return self.validation.reference or self.champion
+
+    @model_validator(mode="after")
+    def _validation_has_reference(self) -> TrainingJobSpec:
+        if self.validation is not None and self.validation_reference is None:
+            raise ValueError(
+                "spec.validation: set spec.validation.reference (a ModelVersion) or"
+                " spec.champion to validate the dataset against"
+            )
+        return self
 
     @model_validator(mode="after")
     def _gate_metrics_fit_task(self) -> TrainingJobSpec:
@@ -521,6 +574,8 @@ class TrainingTemplate(Model):
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     resources: Resources | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
+    # Validate each retraining's dataset (default reference: the version serving now).
+    validation: ValidationSpec | None = None
 
 
 class RetrainingSpec(Model):
@@ -552,13 +607,51 @@ class InferenceServiceSpec(Model):
 # ------------------------------------------------------------------- training result
 
 
+class Anomaly(Model):
+    """One column's departure from the reference statistics."""
+
+    column: ColumnName
+    kind: AnomalyKind
+    message: Annotated[str, Field(max_length=256)]
+
+
+MAX_ANOMALIES = 16
+
+
+class DataValidation(Model):
+    """The outcome of spec.validation: anomalies per column (at most 16 listed, all counted)."""
+
+    reference: ObjectName
+    policy: Literal["fail", "warn"]
+    passed: bool
+    total: Annotated[int, Field(ge=0)] = 0
+    anomalies: Annotated[list[Anomaly], Field(max_length=MAX_ANOMALIES)] = Field(
+        default_factory=list
+    )
+
+    def summary(self) -> str:
+        """One line per the conventions' condition messages: every listed anomaly by column."""
+        if self.passed:
+            return f"no anomalies against the statistics of ModelVersion {self.reference}"
+        listed = "; ".join(f"{a.column}: {a.kind} ({a.message})" for a in self.anomalies)
+        more = (
+            f"; and {self.total - len(self.anomalies)} more"
+            if self.total > len(self.anomalies)
+            else ""
+        )
+        return (
+            f"{self.total} anomal{'y' if self.total == 1 else 'ies'} against the statistics of"
+            f" ModelVersion {self.reference}: {listed}{more}"
+        )
+
+
 class TrainingResult(Model):
     """What `kubeloop-train` prints and writes to the termination message (< 4 KiB).
 
     The operator reads it from the pod status and builds the ModelVersion from it.
     ``reason`` is CamelCase: Trained, QualityGateFailed, InvalidSpec, DataError,
-    TrainingError. Exit codes: 0 Trained, 2 InvalidSpec/DataError, 3 QualityGateFailed,
-    1 anything unexpected.
+    DataValidationFailed, TrainingError. Exit codes: 0 Trained, 2 InvalidSpec, DataError or
+    DataValidationFailed, 3 QualityGateFailed, 1 anything unexpected.
     """
 
     succeeded: bool
@@ -572,6 +665,7 @@ class TrainingResult(Model):
     parameters: dict[str, str] = Field(default_factory=dict)
     dataset: DatasetInfo | None = None
     gate: GateResult | None = None
+    validation: DataValidation | None = None
 
 
 EXIT_OK = 0

@@ -314,6 +314,23 @@ _TRUSTED_CLASSES = (
     "sklearn.neighbors.KDTree",
     "sklearn.neighbors.BallTree",
 )
+# XGBoost's and LightGBM's scikit-learn estimators and the boosters inside them, by their
+# defining module (tests/unit/test_boosters.py checks these against the classes). Named,
+# not imported: importing the two libraries costs seconds at every load. A booster's state
+# is the library's own model format (XGBoost's UBJSON raw model, LightGBM's text model),
+# which its __setstate__ parses; skops stores it as bytes or a string, never a pickle.
+BOOSTER_TYPES = (
+    "xgboost.sklearn.XGBClassifier",
+    "xgboost.sklearn.XGBRegressor",
+    "xgboost.core.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+    "lightgbm.basic.Booster",
+    "collections.OrderedDict",
+    "collections.defaultdict",
+    "builtins.bytearray",
+)
+_BOOSTER_PACKAGES = ("xgboost.", "lightgbm.")
 
 
 def _import_class(dotted: str) -> type[Any]:
@@ -325,8 +342,10 @@ def _import_class(dotted: str) -> type[Any]:
 @cache
 def trusted_types() -> frozenset[str]:
     """The fully qualified type names a skops model file may contain."""
-    names = set(_TRUSTED_NAMES)
+    names = set(_TRUSTED_NAMES) | set(BOOSTER_TYPES)
     for dotted in (*_TRUSTED_CLASSES, *(path for path, _ in api.ESTIMATORS.values())):
+        if dotted.startswith(_BOOSTER_PACKAGES):
+            continue
         cls = _import_class(dotted)
         names.add(f"{cls.__module__}.{cls.__qualname__}")
     return frozenset(names)

@@ -117,11 +117,16 @@ class NumericReference(_Wire):
     edges: Annotated[list[FiniteFloat], Field(max_length=MAX_BINS - 1)]
     proportions: Annotated[list[Proportion], Field(min_length=1, max_length=MAX_BINS)]
     sample: Annotated[list[FiniteFloat], Field(min_length=1, max_length=MAX_SAMPLE_SIZE)]
+    # The range seen in training (data validation); absent in files from older runtimes.
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> NumericReference:
         if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
             raise ValueError(f"feature {self.name!r}: edges must be strictly increasing")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature {self.name!r}: min must be <= max")
         _check_proportions(self.name, self.proportions, "len(edges) + 1", len(self.edges) + 1)
         return self
 
@@ -300,6 +305,8 @@ def _numeric_reference(
         edges=edges.tolist(),
         proportions=(counts / finite.size).tolist(),
         sample=sample.tolist(),
+        min=float(finite.min()),
+        max=float(finite.max()),
     )
 
 
@@ -555,6 +562,15 @@ class DriftMonitor:
     def observed_total(self) -> int:
         """Rows observed since this monitor was made (or reset)."""
         return self._observed_total
+
+    def window(self) -> tuple[FloatArray, np.ndarray[Any, np.dtype[np.int32]]]:
+        """Copies of the window: numeric values (NaN: missing) and categorical codes.
+
+        Columns follow the reference's numeric and categorical features in order; a code
+        equal to ``len(categories)`` is a value outside the reference's categories.
+        """
+        with self._lock:
+            return self._num_buf[: self._count].copy(), self._cat_buf[: self._count].copy()
 
     def reset(self) -> None:
         """Empty the window (for example after the served model changes)."""

@@ -215,7 +215,7 @@ INVALID: list[tuple[str, str, Callable[[Obj], None], str]] = [
     (
         "tj-unknown-estimator",
         "iris-rf",
-        _set("spec.estimator.type", "XGBClassifier"),
+        _set("spec.estimator.type", "CatBoostClassifier"),
         "spec.estimator.type",
     ),
     (

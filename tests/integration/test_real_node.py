@@ -526,9 +526,10 @@ def operator_restarted(core: client.CoreV1Api, name: str, before: int) -> bool:
     return bool(s.restart_count > before and s.ready)
 
 
-@pytest.fixture(scope="module")
-def loop_namespace(installed: None, core: client.CoreV1Api, kube: Kube) -> Iterator[str]:
-    ns = LOOP_NAMESPACE
+def workspace(core: client.CoreV1Api, kube: Kube, ns: str, *, claim: bool = False) -> None:
+    """A restricted namespace with a fresh artifact volume, emptied of an earlier run's
+    Kubeloop objects and ConfigMaps; with ``claim``, the artifact PVC too, as the
+    workspace kustomization makes it (the overlay's storage class)."""
     labels = {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
@@ -540,7 +541,7 @@ def loop_namespace(installed: None, core: client.CoreV1Api, kube: Kube) -> Itera
             raise
         delete_kubeloop_objects(kube, core, ns)
         for cm in core.list_namespaced_config_map(ns).items:
-            if cm.metadata.name == "iris-shifted":
+            if cm.metadata.name != "kube-root-ca.crt":
                 core.delete_namespaced_config_map(cm.metadata.name, ns)
     wait_for(
         lambda: any(
@@ -549,6 +550,26 @@ def loop_namespace(installed: None, core: client.CoreV1Api, kube: Kube) -> Itera
         what=f"the default ServiceAccount of {ns}",
     )
     fresh_volume(core, ns)
+    if claim:
+        core.create_namespaced_persistent_volume_claim(
+            ns,
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "kubeloop-artifacts", "namespace": ns},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "kubeloop-local",
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+
+
+@pytest.fixture(scope="module")
+def loop_namespace(installed: None, core: client.CoreV1Api, kube: Kube) -> Iterator[str]:
+    ns = LOOP_NAMESPACE
+    workspace(core, kube, ns, claim=True)
     yield ns
     delete_kubeloop_objects(kube, core, ns)
 
@@ -557,20 +578,6 @@ def test_the_closed_loop_on_real_pods_survives_a_killed_operator(
     cluster: Cluster, core: client.CoreV1Api, kube: Kube, loop_namespace: str
 ) -> None:
     ns = loop_namespace
-    # The artifact PVC, as the workspace kustomization makes it (storage class of the overlay).
-    core.create_namespaced_persistent_volume_claim(
-        ns,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "kubeloop-artifacts", "namespace": ns},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "kubeloop-local",
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
     w = RealWorld(kube, ns, cluster)
     w.shifted_dataset()
     w.train_v1()

@@ -192,7 +192,7 @@ def _mutations() -> list[tuple[str, Any]]:
         s["properties"]["evaluation"]["properties"]["seed"]["type"] = "number"
 
     def change_enum(s: Schema) -> None:
-        s["properties"]["estimator"]["properties"]["type"]["enum"].append("XGBClassifier")
+        s["properties"]["estimator"]["properties"]["type"]["enum"].append("CatBoostClassifier")
 
     def change_max(s: Schema) -> None:
         s["properties"]["evaluation"]["properties"]["cvFolds"]["maximum"] = 21

@@ -427,6 +427,11 @@ def test_drift_report_and_gauges_on_scrape(
     mon = srv.request("GET", "/v2/models/iris/monitoring").json()
     assert mon["drift"]["window_count"] == 50 and mon["version"] == "1"
     assert mon["drift"]["drifted_features"] == report["drifted_features"]
+    # Training-serving skew: the same window through data validation's checks.
+    skew = {(a["column"], a["kind"]) for a in mon["skew"]["anomalies"]}
+    assert {("petal length (cm)", "OutOfRange"), ("petal length (cm)", "Drift")} <= skew
+    assert not any(c == "sepal length (cm)" for c, _ in skew), skew
+    assert mon["skew"]["enough_data"] is True and mon["skew"]["total"] == len(skew)
 
 
 def test_feedback_round_trip(runner: asyncio.Runner, models: dict[str, BuiltModel]) -> None:

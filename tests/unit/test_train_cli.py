@@ -127,7 +127,7 @@ def test_unknown_hyperparameter_lists_valid_ones(tmp_path: Path) -> None:
 
 def test_unknown_estimator(tmp_path: Path) -> None:
     spec = csv_spec(make_csv(tmp_path / "d.csv"))
-    spec["estimator"] = {"type": "XGBClassifier"}
+    spec["estimator"] = {"type": "CatBoostClassifier"}
     out = run_cli(tmp_path, yaml.safe_dump(spec))
     assert_failed(
         out, api.EXIT_INVALID, "InvalidSpec", "spec.estimator.type", "RandomForestClassifier"
@@ -176,7 +176,7 @@ def test_bad_hyperparameter_values_are_refused_before_any_data_is_read(
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"estimator": {"type": "XGBClassifier"}}, "InvalidSpec"),  # schema error
+        ({"estimator": {"type": "CatBoostClassifier"}}, "InvalidSpec"),  # schema error
         ({"estimator": {"type": "SVC", "hyperparameters": {"C": "big"}}}, "InvalidSpec"),
         ({"dataset": {"path": "/nonexistent.csv", "target": "label"}}, "DataError"),
         ({"qualityGate": {"thresholds": [{"metric": "accuracy", "min": 0.99}]}},

@@ -152,18 +152,20 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _champion_env(
-    spec: api.TrainingJobSpec, champion: dict[str, Any] | None
-) -> list[dict[str, str]]:
-    if spec.champion is None or champion is None:
+def _version_env(env: str, name: str | None, mv: dict[str, Any] | None) -> list[dict[str, str]]:
+    if name is None or mv is None:
         return []
-    doc = {"metadata": {"name": spec.champion}, "spec": champion.get("spec") or {}}
-    return [
-        {
-            "name": "KUBELOOP_CHAMPION",
-            "value": json.dumps(doc, sort_keys=True, separators=(",", ":")),
-        }
-    ]
+    doc = {"metadata": {"name": name}, "spec": mv.get("spec") or {}}
+    return [{"name": env, "value": json.dumps(doc, sort_keys=True, separators=(",", ":"))}]
+
+
+def _champion_env(
+    spec: api.TrainingJobSpec, champion: dict[str, Any] | None, reference: dict[str, Any] | None
+) -> list[dict[str, str]]:
+    env = _version_env("KUBELOOP_CHAMPION", spec.champion, champion)
+    if spec.validation_reference != spec.champion:
+        env += _version_env("KUBELOOP_VALIDATION_REFERENCE", spec.validation_reference, reference)
+    return env
 
 
 def build_job(
@@ -174,11 +176,14 @@ def build_job(
     settings: Settings,
     *,
     champion: dict[str, Any] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``batch/v1`` Job that runs one training of ``spec`` for TrainingJob ``tj_name``.
 
     ``champion`` (the ModelVersion ``spec.champion`` names, as read from the API server) is
-    passed as ``KUBELOOP_CHAMPION`` = ``{"metadata": {"name"}, "spec"}`` for the champion gate.
+    passed as ``KUBELOOP_CHAMPION`` = ``{"metadata": {"name"}, "spec"}`` for the champion gate;
+    ``reference`` (the one ``spec.validation.reference`` names, when it is not the champion)
+    as ``KUBELOOP_VALIDATION_REFERENCE``, for data validation.
     """
     job_labels = labels(tj_name, spec.model)
     data_volumes, data_mounts = _data_volumes(spec.dataset)
@@ -195,7 +200,7 @@ def build_job(
             },
             {"name": "KUBELOOP_ARTIFACT_ROOT", "value": api.ARTIFACT_MOUNT_PATH},
             {"name": "KUBELOOP_DATA_ROOT", "value": api.DATA_MOUNT_PATH},
-            *_champion_env(spec, champion),
+            *_champion_env(spec, champion, reference),
             # Writable scratch: the root filesystem is read-only.
             {"name": "HOME", "value": "/tmp"},
             {"name": "TMPDIR", "value": "/tmp"},

@@ -217,7 +217,16 @@ def _reconcile(
         champion = (
             kube.get(api.API_VERSION, "ModelVersion", ns, spec.champion) if spec.champion else None
         )
-        created = kube.create(build_job(name, ns, uid, spec, settings, champion=champion))
+        # Data validation's reference version, when it is another one than the champion.
+        ref_name = spec.validation_reference
+        reference = (
+            kube.get(api.API_VERSION, "ModelVersion", ns, ref_name)
+            if ref_name is not None and ref_name != spec.champion
+            else None
+        )
+        created = kube.create(
+            build_job(name, ns, uid, spec, settings, champion=champion, reference=reference)
+        )
         if created is not None:
             logger.info("Created Job %s/%s", ns, jname)
             _events.info(tj, reason="JobCreated", message=f"Created Job {jname}")

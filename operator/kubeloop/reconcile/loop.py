@@ -381,6 +381,16 @@ def default_champion_metric(task: api.Task) -> str:
     return "accuracy" if task is api.Task.CLASSIFICATION else "rmse"
 
 
+def _validation(
+    validation: api.ValidationSpec | None, serving: str | None
+) -> api.ValidationSpec | None:
+    if validation is None or validation.reference is not None:
+        return validation
+    if serving is None:
+        return None  # nothing serves yet: nothing to validate against
+    return validation.model_copy(update={"reference": serving})
+
+
 def build_trainingjob(
     owner: Owner,
     retraining: api.RetrainingSpec,
@@ -418,6 +428,8 @@ def build_trainingjob(
         trigger=trigger,
         champion=champion if gate.enabled else None,
         champion_gate=gate if gate.enabled and champion else None,
+        # Validate against the version serving now unless the template names another.
+        validation=_validation(tpl.validation, champion),
     )
     return {
         "apiVersion": api.API_VERSION,

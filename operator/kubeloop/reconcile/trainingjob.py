@@ -10,8 +10,8 @@ Outcomes (``status.reason`` and the reason of the ``Succeeded`` condition):
 * ``Trained`` — the Job completed and the ModelVersion is registered;
 * ``QualityGateFailed`` — the model was trained but missed a threshold; it is registered
   with ``gate.passed: false`` ("registered but never served");
-* ``InvalidSpec``, ``DataError``, ``TrainingError`` — from the container's termination
-  message, when the trainer said why;
+* ``InvalidSpec``, ``DataError``, ``DataValidationFailed``, ``TrainingError`` — from the
+  container's termination message, when the trainer said why;
 * ``DeadlineExceeded``, ``BackoffLimitExceeded``, ``OOMKilled``, ``JobFailed`` — from the
   Job or the container when the trainer could not say;
 * ``ResultMissing`` — the Job completed but left no readable result;
@@ -38,6 +38,7 @@ Obj = Mapping[str, Any]
 COND_JOB_CREATED = "JobCreated"
 COND_REGISTERED = "Registered"
 COND_SUSPENDED = "Suspended"
+COND_DATA_VALIDATED = "DataValidated"
 
 REASON_TRAINED = "Trained"
 REASON_GATE_FAILED = "QualityGateFailed"
@@ -300,6 +301,14 @@ def desired_status(
     elif get_condition(old.get("conditions"), COND_SUSPENDED) is not None:
         conds.append(Condition(COND_SUSPENDED, "False", "Resumed", "the Job is not suspended"))
 
+    checked = run.result.validation if run.result is not None else None
+    if checked is not None:
+        conds.append(
+            Condition(COND_DATA_VALIDATED, "True", "NoAnomalies", checked.summary())
+            if checked.passed
+            else Condition(COND_DATA_VALIDATED, "False", "AnomaliesFound", checked.summary())
+        )
+
     if registration.name is not None:
         conds.append(
             Condition(
@@ -363,6 +372,8 @@ def desired_status(
     )
     if gate is not None:
         status["gate"] = {"passed": bool(gate.get("passed")), "message": gate.get("message", "")}
+    if checked is not None:
+        status["validation"] = checked.wire()
     status["message"] = str(status.get("message", ""))[:1024]
     return status
 

@@ -36,6 +36,8 @@ class DriftWindow(Protocol):
 
     def report(self) -> dict[str, Any]: ...
 
+    def skew(self) -> dict[str, Any]: ...
+
 
 class FeedbackSink(Protocol):
     def check_id(self, request_id: str, x: np.ndarray) -> None: ...
@@ -258,6 +260,7 @@ class DataPlane:
             "inferenceService": self.settings.inference_service,
             "runtime": self.model.runtime,
             "drift": summary,
+            "skew": None if self.drift is None else self.drift.skew(),
             "feedback": self.feedback_stats(),
         }
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kubeloop_runtime import api, artifacts, drift, feedback, predlog
+from kubeloop_runtime import api, artifacts, drift, feedback, predlog, validation
 from kubeloop_runtime.serve.dataplane import DriftWindow, FeedbackSink, PredictionLog
 from kubeloop_runtime.serve.errors import (
     ConflictError,
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from kubeloop_runtime.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
+
+# Training-serving skew uses data validation's default limits (docs/monitoring-drift.md).
+_SKEW_LIMITS = api.ValidationSpec()
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,15 @@ class _Drift:
 
     def report(self) -> dict[str, Any]:
         return self._report()
+
+    def skew(self) -> dict[str, Any]:
+        """Training-serving skew: data validation's checks on the window (see validation.py)."""
+        anomalies = validation.serving_skew(self._monitor, self.report(), _SKEW_LIMITS)
+        return {
+            "enough_data": bool(self.report().get("enough_data")),
+            "total": len(anomalies),
+            "anomalies": [a.model_dump() for a in anomalies[: api.MAX_ANOMALIES]],
+        }
 
 
 class _Feedback:

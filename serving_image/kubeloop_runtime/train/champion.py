@@ -43,25 +43,23 @@ class Champion:
     spec: api.ModelVersionSpec
 
 
-def parse_champion(text: str | None) -> Champion | None:
-    """Parse ``KUBELOOP_CHAMPION``; None when unset or empty."""
+def parse_champion(text: str | None, env: str = ENV_CHAMPION) -> Champion | None:
+    """Parse ``KUBELOOP_CHAMPION`` (or ``env``, same shape); None when unset or empty."""
     if not text:
         return None
     try:
         doc = json.loads(text)
     except ValueError as e:
-        raise InvalidSpecError(f"{ENV_CHAMPION}: not JSON: {e}") from e
+        raise InvalidSpecError(f"{env}: not JSON: {e}") from e
     if not isinstance(doc, Mapping):
-        raise InvalidSpecError(f"{ENV_CHAMPION}: expected a ModelVersion object")
+        raise InvalidSpecError(f"{env}: expected a ModelVersion object")
     name = (doc.get("metadata") or {}).get("name")
     if not isinstance(name, str) or not name:
-        raise InvalidSpecError(f"{ENV_CHAMPION}: metadata.name is required")
+        raise InvalidSpecError(f"{env}: metadata.name is required")
     try:
         spec = api.ModelVersionSpec.model_validate(doc.get("spec") or {})
     except ValidationError as e:
-        raise InvalidSpecError(
-            f"{ENV_CHAMPION}: ModelVersion {name} has an invalid spec: {e}"
-        ) from e
+        raise InvalidSpecError(f"{env}: ModelVersion {name} has an invalid spec: {e}") from e
     return Champion(name=name, spec=spec)
 
 

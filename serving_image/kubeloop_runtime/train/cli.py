@@ -22,7 +22,7 @@ import yaml
 from kubeloop_runtime import api
 from kubeloop_runtime.artifacts import ArtifactError
 from kubeloop_runtime.train.champion import ENV_CHAMPION, parse_champion
-from kubeloop_runtime.train.errors import InvalidSpecError, TrainError
+from kubeloop_runtime.train.errors import DataValidationError, InvalidSpecError, TrainError
 from kubeloop_runtime.train.output import Output
 from kubeloop_runtime.train.result import (
     MODEL_VERSION_FILE,
@@ -122,11 +122,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InvalidSpecError(f"no output given: pass --output or set {ENV_OUTPUT}")
         # Imported here so that a bad spec is reported before scikit-learn loads (seconds).
         from kubeloop_runtime.train.runner import train  # noqa: PLC0415
+        from kubeloop_runtime.train.validate import ENV_REFERENCE  # noqa: PLC0415
 
         champion = parse_champion(os.environ.get(ENV_CHAMPION))
-        result = train(spec, output, args.data_root, champion, args.artifact_root)
+        reference = parse_champion(os.environ.get(ENV_REFERENCE), ENV_REFERENCE)
+        result = train(
+            spec, output, args.data_root, champion, args.artifact_root, reference=reference
+        )
         if not result.succeeded:
             log.warning("%s: %s", result.reason, result.message)
+    except DataValidationError as e:
+        log.error("%s: %s", e.reason, e)
+        result, code = failure(e.reason, str(e), validation=e.validation), e.exit_code
     except TrainError as e:
         log.error("%s: %s", e.reason, e)
         result, code = failure(e.reason, str(e)), e.exit_code

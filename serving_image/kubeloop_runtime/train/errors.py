@@ -24,3 +24,14 @@ class DataError(TrainError):
 
     reason = "DataError"
     exit_code = api.EXIT_INVALID
+
+
+class DataValidationError(TrainError):
+    """spec.validation found anomalies and its policy is ``fail``; ``validation`` lists them."""
+
+    reason = "DataValidationFailed"
+    exit_code = api.EXIT_INVALID
+
+    def __init__(self, validation: api.DataValidation) -> None:
+        super().__init__(validation.summary())
+        self.validation = validation

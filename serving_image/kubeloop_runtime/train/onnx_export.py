@@ -82,6 +82,67 @@ def with_missing(x: pd.DataFrame, imputed: list[str]) -> pd.DataFrame:
     return out
 
 
+_registered: set[str] = set()
+
+
+def register_booster_converters(estimator: Any) -> dict[str, int] | None:
+    """Teach skl2onnx XGBoost's and LightGBM's estimators (onnxmltools' converters).
+
+    skl2onnx converts a whole Pipeline only through converters it knows by class; the
+    boosters' come from onnxmltools and are registered with skl2onnx's public API, once,
+    for the library the estimator is from (importing the other is left out). Returns the
+    opsets to convert with: onnxmltools' tree converters write ``ai.onnx.ml`` version 3
+    (None: skl2onnx's defaults, for every other estimator).
+    """
+    module = type(estimator).__module__.split(".", 1)[0]
+    if module not in ("xgboost", "lightgbm"):
+        return None
+    from skl2onnx import get_latest_tested_opset_version  # noqa: PLC0415
+
+    opset = {"": get_latest_tested_opset_version(), "ai.onnx.ml": 3}
+    if module in _registered:
+        return opset
+    from skl2onnx import update_registered_converter  # noqa: PLC0415
+    from skl2onnx.common.shape_calculator import (  # noqa: PLC0415
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    if module == "xgboost":
+        import xgboost  # noqa: PLC0415
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import (  # noqa: PLC0415
+            convert_xgboost,
+        )
+
+        classifier, regressor, convert = (
+            xgboost.XGBClassifier,
+            xgboost.XGBRegressor,
+            convert_xgboost,
+        )
+        alias = "XGBoostXGB"
+    else:
+        import lightgbm  # noqa: PLC0415
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import (  # noqa: PLC0415
+            convert_lightgbm,
+        )
+
+        classifier, regressor = lightgbm.LGBMClassifier, lightgbm.LGBMRegressor
+        convert, alias = convert_lightgbm, "LightGbmLGBM"
+    update_registered_converter(
+        classifier,
+        f"{alias}Classifier",
+        calculate_linear_classifier_output_shapes,
+        convert,
+        options=classifier_options,
+    )
+    update_registered_converter(
+        regressor, f"{alias}Regressor", calculate_linear_regressor_output_shapes, convert
+    )
+    _registered.add(module)
+    return opset
+
+
 def _verify(
     predictor: OnnxPredictor, model: Any, frame: pd.DataFrame, task: api.Task, what: str
 ) -> str | None:
@@ -150,7 +211,8 @@ def _export(  # noqa: PLR0917 - private, called once with everything it needs
     estimator = model.steps[-1][1]
     options = {id(estimator): {"zipmap": False}} if task is api.Task.CLASSIFICATION else None
     try:
-        onx = convert_sklearn(model, initial_types=initial, options=options)
+        opset = register_booster_converters(estimator)
+        onx = convert_sklearn(model, initial_types=initial, options=options, target_opset=opset)
         graph_inputs = [i.name for i in onx.graph.input]
         if len(graph_inputs) != len(features):
             return f"the graph has {len(graph_inputs)} inputs for {len(features)} features"

@@ -26,6 +26,12 @@ _SCALERS = {
 }
 # The categorical imputer's fill value for strategy "constant".
 MISSING_CATEGORY = "__missing__"
+# Defaults we set unless the spec does: LightGBM logs to stdout (the CLI's result line);
+# the boosting libraries use every core unless told, as scikit-learn's ensembles do not.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "LGBMClassifier": {"verbose": -1},
+    "LGBMRegressor": {"verbose": -1},
+}
 
 
 def estimator_class(name: str) -> type[Any]:
@@ -52,14 +58,15 @@ def make_estimator(spec: api.EstimatorSpec, seed: int) -> Any:
             f"spec.estimator.hyperparameters: unknown hyperparameter {unknown[0]!r} for"
             f" {spec.type}; valid: {', '.join(sorted(valid))}"
         )
-    params: dict[str, Any] = dict(spec.hyperparameters)
+    params: dict[str, Any] = {**_DEFAULTS.get(spec.type, {}), **spec.hyperparameters}
     if "random_state" in valid and "random_state" not in params:
         params["random_state"] = seed
     estimator.set_params(**params)
     # Values too (types, ranges, choices), with the rules scikit-learn applies at fit time:
     # a bad value is an InvalidSpec before any data is read, never a failure after loading.
+    # (XGBoost and LightGBM declare no such rules; they check values when fitting.)
     validate = getattr(estimator, "_validate_params", None)
-    if callable(validate):
+    if callable(validate) and hasattr(estimator, "_parameter_constraints"):
         try:
             validate()
         except InvalidParameterError as e:

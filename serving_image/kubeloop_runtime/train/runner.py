@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -24,10 +25,11 @@ import skops.io as sio
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import InvalidParameterError
 
-from kubeloop_runtime import api, artifacts, drift
+from kubeloop_runtime import api, artifacts, drift, validation
 from kubeloop_runtime.train import champion as champion_mod
 from kubeloop_runtime.train import data as data_mod
 from kubeloop_runtime.train import evaluate, pipeline
+from kubeloop_runtime.train import validate as validate_mod
 from kubeloop_runtime.train.errors import DataError, InvalidSpecError, TrainError
 from kubeloop_runtime.train.output import Output
 from kubeloop_runtime.train.result import clip
@@ -42,16 +44,6 @@ RESULT_FILE = "result.json"
 REFERENCE_MAX_ROWS = 200_000
 _MAX_CATEGORIES = 256
 _MAX_CATEGORY_CHARS = 128
-
-
-def _dtype_name(series: pd.Series) -> str:
-    if pd.api.types.is_bool_dtype(series):
-        return "bool"
-    if pd.api.types.is_integer_dtype(series):
-        return "int64"
-    if pd.api.types.is_float_dtype(series):
-        return "float64"
-    return "string"
 
 
 def _scalar(value: Any) -> api.Scalar:
@@ -82,7 +74,9 @@ def build_signature(
                 log.warning("Column %r has %d categories; not listed in the signature", name, count)
                 del categories[name]
     inputs = [
-        api.FeatureSpec(name=name, dtype=_dtype_name(x[name]), categories=categories.get(name))
+        api.FeatureSpec(
+            name=name, dtype=validation.dtype_name(x[name]), categories=categories.get(name)
+        )
         for name in columns.features
     ]
     if task is api.Task.CLASSIFICATION:
@@ -117,12 +111,21 @@ def _split(
     return x_train, x_test, y_train, y_test
 
 
+def _fit_errors(estimator: str) -> tuple[type[Exception], ...]:
+    """What a fit raises for bad data or values (LightGBM's error is no ValueError)."""
+    if estimator.startswith("LGBM"):
+        from lightgbm.basic import LightGBMError  # noqa: PLC0415
+
+        return (ValueError, TypeError, LightGBMError)
+    return (ValueError, TypeError)
+
+
 def _fit(model: Any, x: pd.DataFrame, y: pd.Series, estimator: str) -> None:
     try:
         model.fit(x, y)
     except InvalidParameterError as e:
         raise InvalidSpecError(f"spec.estimator.hyperparameters: {e}") from e
-    except (ValueError, TypeError) as e:
+    except _fit_errors(estimator) as e:
         raise DataError(f"fitting {estimator} failed: {e}") from e
 
 
@@ -140,22 +143,40 @@ def write_holdout(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_reference(
-    x_train: pd.DataFrame, categorical: list[str], path: Path, seed: int = 0
+    x_train: pd.DataFrame,
+    categorical: list[str],
+    path: Path,
+    seed: int = 0,
+    *,
+    x_test: pd.DataFrame | None = None,
 ) -> None:
     """Drift reference statistics of the training features.
 
     Above :data:`REFERENCE_MAX_ROWS` rows they are computed on a seeded uniform sample of
     that many training rows: bin proportions are then within about 0.1 percentage point of
     the full set's, far below the sampling noise of a serving window (at most 100,000
-    rows), and building them stays a small part of a large run.
+    rows), and building them stays a small part of a large run. The seen range of each
+    numeric feature (data validation's OutOfRange) covers every row, the held-out ones
+    (``x_test``) included.
     """
+    full = x_train if x_test is None else pd.concat([x_train, x_test])
     if len(x_train) > REFERENCE_MAX_ROWS:
         x_train = x_train.sample(n=REFERENCE_MAX_ROWS, random_state=seed)
     try:
         stats = drift.build_reference(x_train, categorical)
     except ValueError as e:
         raise DataError(f"cannot build drift reference statistics: {e}") from e
-    path.write_bytes(stats.to_json())
+    features = [
+        f.model_copy(update=_seen_range(full[f.name])) if f.kind == "numeric" else f
+        for f in stats.features
+    ]
+    path.write_bytes(stats.model_copy(update={"features": features}).to_json())
+
+
+def _seen_range(series: pd.Series) -> dict[str, float]:
+    values = np.asarray(series, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return {"min": float(finite.min()), "max": float(finite.max())}
 
 
 def train(
@@ -164,11 +185,15 @@ def train(
     data_root: Path,
     champion: champion_mod.Champion | None = None,
     artifact_root: Path | None = None,
+    *,
+    reference: champion_mod.Champion | None = None,
 ) -> api.TrainingResult:
     """Run the whole pipeline; raises :class:`TrainError` for invalid specs and data.
 
     With ``spec.champion``, ``champion`` (read from ``KUBELOOP_CHAMPION``) is scored on the
-    same held-out rows and gates the challenger (see :mod:`.champion`).
+    same held-out rows and gates the challenger (see :mod:`.champion`). With
+    ``spec.validation``, the dataset is first checked against ``reference`` (default: the
+    champion; see :mod:`.validate`).
     """
     started = time.monotonic()
     task = spec.estimator.task
@@ -178,6 +203,13 @@ def train(
     loaded = data_mod.load_dataset(spec.dataset, data_root)
     dataset_info = loaded.info()
     log.info("Loaded dataset %s: %d rows, %d columns", loaded.source, *loaded.frame.shape)
+    checked = validate_mod.check(
+        spec,
+        loaded.frame,
+        spec.dataset.target or data_mod.BUILTIN_TARGET,
+        reference if reference is not None else champion,
+        artifact_root,
+    )
     columns = data_mod.validate_columns(loaded.frame, spec)
     x_train, x_test, y_train, y_test = _split(
         loaded.frame[columns.features], loaded.frame[columns.target], spec
@@ -214,6 +246,7 @@ def train(
         "parameters": parameters,
         "dataset": dataset_info,
         "gate": gate,
+        "validation": checked,
     }
     # A model that misses the gate is still written and registered (never served), so its
     # ModelVersion shows what was tried and why it was refused.
@@ -239,7 +272,11 @@ def train(
             ref["onnx_uri"], ref["onnx_sha256"], _ = output.publish(ONNX_FILE)
 
     write_reference(
-        x_train, columns.categorical, output.directory / REFERENCE_FILE, spec.evaluation.seed
+        x_train,
+        columns.categorical,
+        output.directory / REFERENCE_FILE,
+        spec.evaluation.seed,
+        x_test=x_test,
     )
     ref["reference_stats_uri"], ref["reference_stats_sha256"], _ = output.publish(REFERENCE_FILE)
 
@@ -261,6 +298,11 @@ def train(
         reason="Trained",
         message=clip(
             f"trained {spec.estimator.type} on {len(x_train)} rows: {summary}"
+            + (
+                f"; data validation warned: {checked.total} anomalies (see status.conditions)"
+                if checked is not None and not checked.passed
+                else ""
+            )
             + (f"; no ONNX graph ({no_onnx}): served by scikit-learn" if no_onnx else "")
         ),
         artifact=api.ArtifactRef(**ref),
