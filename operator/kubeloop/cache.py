@@ -26,7 +26,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from kubeloop.kube import Kube, Obj, Objs
+from kubeloop.kube import Kube, Obj, Objs, retry_after
 
 Events = list[tuple[str, Obj]]
 
@@ -200,8 +200,11 @@ class Informer:
         *,
         watch_timeout: int = 300,
         backoff: float = 1.0,
+        relists_total: Any = None,
     ) -> None:
         self.kube = kube
+        # kubeloop_watch_relists_total{kind}, when the fault metrics are attached.
+        self._relists = relists_total.labels(kind.kind) if relists_total is not None else None
         self.spec = kind
         self.namespaces: tuple[str | None, ...] = tuple(namespaces) or (None,)
         self.store = Store(kind.kind, kind.index_labels)
@@ -285,14 +288,25 @@ class Informer:
             except ApiException as e:
                 if e.status == 410:  # too old: list again
                     rv = None
+                    self._relist()
                     continue
-                logger.warning("Watch of %s failed (%s); retrying", s.kind, e.status)
-                self._stop.wait(self.backoff)
+                delay = retry_after(e) or self.backoff  # 429: as long as the server asks
+                logger.warning(
+                    "Watch of %s failed (%s); retrying in %.1fs", s.kind, e.status, delay
+                )
+                self._stop.wait(delay)
             except _ExpiredError:
                 rv = None
+                self._relist()
             except Exception as e:
                 logger.warning("Watch of %s broke (%s); retrying", s.kind, e)
                 self._stop.wait(self.backoff)
+
+    def _relist(self) -> None:
+        """The watch cannot resume (410 Gone): the next pass lists again."""
+        logger.info("Watch of %s expired (410 Gone); listing again", self.spec.kind)
+        if self._relists is not None:
+            self._relists.inc()
 
     def _handle(self, event: Obj, rv: str) -> str:
         type_ = event.get("type")

@@ -12,7 +12,10 @@ the API server), in the manner of controller-runtime's cached client:
   nothing;
 - ``delete`` of an object the cache does not have is not sent;
 - every write's response is stored in the cache (read-your-writes), so the next reconcile
-  sees it even before its watch event arrives.
+  sees it even before its watch event arrives;
+- a write the API server refuses raises :class:`WriteFailed`, an ``ApiException`` that also
+  names what was being written, so the failure can be told on the parent object
+  (:mod:`kubeloop.handlers._failures`) as "Could not apply Service ml/iris-predictor: ...".
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from kubeloop.cache import Caches, Store
 from kubeloop.kube import Kube, Obj, Objs
@@ -103,6 +109,34 @@ def with_applied_hash(obj: Obj) -> Obj:
     return {**obj, "metadata": {**meta, "annotations": annotations}}
 
 
+class WriteFailed(ApiException):
+    """The API server refused a write: the original error (status, reason, body, headers),
+    plus what was written (``verb`` such as "apply", ``kind``, ``namespace``, ``name``)."""
+
+    def __init__(self, e: ApiException, verb: str, kind: str, namespace: str | None, name: str):
+        super().__init__(status=e.status, reason=e.reason)
+        self.body = e.body
+        self.headers = e.headers
+        self.verb = verb
+        self.kind = kind
+        self.namespace = namespace
+        self.name = name
+
+    @property
+    def target(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else self.kind
+
+
+@contextmanager
+def _writing(verb: str, kind: str, namespace: str | None, name: str) -> Iterator[None]:
+    try:
+        yield
+    except WriteFailed:
+        raise
+    except ApiException as e:
+        raise WriteFailed(e, verb, kind, namespace, name) from e
+
+
 class CachedClient:
     def __init__(self, kube: Kube, caches: Caches) -> None:
         self.kube = kube
@@ -154,12 +188,15 @@ class CachedClient:
         current = self.get(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
         if current is not None and contains(current, obj):
             return current
-        applied = self.kube.apply(obj, force=force)
+        with _writing("apply", obj["kind"], meta.get("namespace"), meta["name"]):
+            applied = self.kube.apply(obj, force=force)
         self.remember(applied)
         return applied
 
     def create(self, obj: Obj) -> Obj | None:
-        created = self.kube.create(obj)
+        meta = obj["metadata"]
+        with _writing("create", obj["kind"], meta.get("namespace"), str(meta.get("name"))):
+            created = self.kube.create(obj)
         self.remember(created)
         return created
 
@@ -174,22 +211,24 @@ class CachedClient:
         content_type: str = "application/merge-patch+json",
         subresource: str | None = None,
     ) -> Obj:
-        out = self.kube.patch(
-            api_version,
-            kind,
-            namespace,
-            name,
-            patch,
-            content_type=content_type,
-            subresource=subresource,
-        )
+        with _writing("patch", kind, namespace, name):
+            out = self.kube.patch(
+                api_version,
+                kind,
+                namespace,
+                name,
+                patch,
+                content_type=content_type,
+                subresource=subresource,
+            )
         self.remember(out)
         return out
 
     def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> Obj:
-        out = self.kube.patch_status(api_version, kind, namespace, name, status)
+        with _writing("update the status of", kind, namespace, name):
+            out = self.kube.patch_status(api_version, kind, namespace, name, status)
         self.remember(out)
         return out
 
@@ -205,7 +244,8 @@ class CachedClient:
         store = self._store(kind)
         if store is not None and store.get(namespace or "", name) is None:
             return False
-        gone = self.kube.delete(api_version, kind, namespace, name, propagation=propagation)
+        with _writing("delete", kind, namespace, name):
+            gone = self.kube.delete(api_version, kind, namespace, name, propagation=propagation)
         if store is not None:
             store.delete(namespace or "", name)
         return gone

@@ -13,7 +13,10 @@ Outcomes, counted in ``controller_runtime_reconcile_total{controller,result}``:
   (for work that must be polled, e.g. the closed loop's signals);
 - ``kopf.TemporaryError(delay=...)``: "not yet", looked at again after ``delay``;
 - ``kopf.PermanentError``: the spec is invalid (already written to status), not retried;
-- any other exception: logged, retried with exponential backoff.
+- any other exception: logged, retried with exponential backoff, and handed at once to
+  ``on_failure(namespace, name, exception)`` which tells it on the object (a condition and
+  a Warning Event, :mod:`kubeloop.handlers._failures`); the next success calls
+  ``on_success(namespace, name)``, which clears it.
 
 Workers start only on the leader; a follower keeps its caches warm, so a new leader starts
 at once (it enqueues every cached object). ``is_leader`` is checked again before each key.
@@ -44,6 +47,8 @@ class Result:
 
 
 Reconciler = Callable[[str, str], Result | None]
+OnFailure = Callable[[str, str, Exception], None]
+OnSuccess = Callable[[str, str], None]
 
 
 class Controller:
@@ -57,12 +62,16 @@ class Controller:
         is_leader: Callable[[], bool] = lambda: True,
         base_delay: float = 0.05,
         max_delay: float = 300.0,
+        on_failure: OnFailure | None = None,
+        on_success: OnSuccess | None = None,
     ) -> None:
         self.name = name
         self._reconcile = reconcile
         self._workers = workers
         self._metrics = metrics
         self._is_leader = is_leader
+        self._on_failure = on_failure
+        self._on_success = on_success
         qm = None
         if metrics is not None:
             qm = QueueMetrics(
@@ -147,12 +156,24 @@ class Controller:
             logger.warning("Gave up on %s %s/%s: %s", self.name, namespace, name, e)
         except NotLeaderError:
             logger.info("Stopped reconciling %s %s/%s: not the leader", self.name, namespace, name)
-        except Exception:
+        except Exception as e:
             delay = self.queue.add_rate_limited(key)
             logger.exception(
                 "Reconciling %s %s/%s failed; retrying in %.2fs", self.name, namespace, name, delay
             )
+            self._tell(self._on_failure, namespace, name, e)
         else:
             self.queue.forget(key)
             if result is not None and result.requeue_after is not None:
                 self.queue.add_after(key, result.requeue_after)
+            self._tell(self._on_success, namespace, name)
+
+    def _tell(self, hook: Callable[..., None] | None, *args: object) -> None:
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except NotLeaderError:
+            pass
+        except Exception:  # telling must never stop the worker
+            logger.exception("Could not record the outcome of %s %s/%s", self.name, *args[:2])

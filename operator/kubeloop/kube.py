@@ -9,6 +9,13 @@ never from an event loop.
 Every request is counted in ``rest_client_requests_total{method,code}`` (client-go's name)
 when a counter is attached, and every write passes the ``write_guard`` first: the leader
 elector installs one so that a replica that is not (or no longer) the leader cannot write.
+
+Like client-go, a request the server throttles (429) or sheds (a 5xx carrying
+``Retry-After``) is sent again after the delay the server asked for (capped at
+:data:`RETRY_AFTER_MAX` seconds), up to ``max_retries`` times, each counted in
+``rest_client_request_retries_total{method,code}``; the server has not acted on such a
+request, so resending a write is safe. Other errors go to the caller (a reconcile's work
+queue backs off; an informer lists or watches again).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -30,6 +38,7 @@ logger = logging.getLogger("kubeloop.kube")
 FIELD_MANAGER = "kubeloop"
 USER_AGENT = "kubeloop-operator"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+RETRY_AFTER_MAX = 30.0  # seconds; a server asking for longer is waited on by the work queue
 
 Obj = dict[str, Any]
 Objs = list[Obj]  # (a method below is called `list`)
@@ -84,6 +93,19 @@ def load_client_config() -> client.ApiClient:
     return api_client
 
 
+def retry_after(e: ApiException) -> float | None:
+    """The delay a 429 or 5xx answer asks for (``Retry-After`` in seconds), else None."""
+    if e.status is None or not (e.status == 429 or 500 <= e.status <= 599):
+        return None
+    raw = (e.headers or {}).get("Retry-After")
+    if raw is None:
+        return 1.0 if e.status == 429 else None  # client-go waits 1 s on a bare 429
+    try:
+        return min(max(float(raw), 0.0), RETRY_AFTER_MAX)
+    except ValueError:
+        return None  # an HTTP date: not sent by kube-apiserver
+
+
 def _count(counter: Any, method: str, code: int | str) -> None:
     if counter is not None:
         counter.labels(method, str(code)).inc()
@@ -98,6 +120,10 @@ class Kube:
     requests_total: Any = None
     # Called before every write; False refuses it (NotLeaderError). None: always allowed.
     write_guard: Callable[[], bool] | None = field(default=None, repr=False)
+    # rest_client_request_retries_total{method,code}, when the fault metrics are attached.
+    retries_total: Any = None
+    max_retries: int = 10
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
     def guarded(self, guard: Callable[[], bool] | None) -> Kube:
         """The same client with another write guard (the elector's own Lease writes use
@@ -119,14 +145,23 @@ class Kube:
     ) -> Obj:
         if method in WRITE_METHODS and self.write_guard is not None and not self.write_guard():
             raise NotLeaderError(f"{method} {url}: this replica is not the leader")
-        try:
-            data = self._send(method, url, body=body, query=query, content_type=content_type)
-        except ApiException as e:
-            _count(self.requests_total, method, e.status or "<error>")
-            raise
-        except Exception:
-            _count(self.requests_total, method, "<error>")
-            raise
+        attempt = 0
+        while True:
+            try:
+                data = self._send(method, url, body=body, query=query, content_type=content_type)
+                break
+            except ApiException as e:
+                _count(self.requests_total, method, e.status or "<error>")
+                delay = retry_after(e)
+                if delay is None or attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                _count(self.retries_total, method, e.status or "<error>")
+                logger.info("%s %s: %s, retrying in %.1fs", method, url, e.status, delay)
+                self.sleep(delay)
+            except Exception:
+                _count(self.requests_total, method, "<error>")
+                raise
         _count(self.requests_total, method, 200)
         if method in WRITE_METHODS:
             logger.debug("Sent %s %s", method, url)

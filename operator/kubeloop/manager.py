@@ -31,9 +31,17 @@ from kubeloop.cache import Caches, Informer, Kind
 from kubeloop.client import CachedClient
 from kubeloop.controller import Controller
 from kubeloop.handlers import _events, inferenceservice, loop, modelversion, objects, trainingjob
+from kubeloop.handlers._failures import COND_LOOP_RECONCILED, COND_RECONCILED, FailureRecorder
 from kubeloop.kube import Kube, Obj
 from kubeloop.leader import Elector
-from kubeloop.metrics import INFERENCESERVICE, LOOP, MODELVERSION, TRAININGJOB, OperatorMetrics
+from kubeloop.metrics import (
+    INFERENCESERVICE,
+    LOOP,
+    MODELVERSION,
+    TRAININGJOB,
+    FaultMetrics,
+    OperatorMetrics,
+)
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 
@@ -104,7 +112,13 @@ def _objects_observer(
 
 
 class Manager:
-    def __init__(self, settings: Settings, kube: Kube, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        kube: Kube,
+        metrics: OperatorMetrics,
+        faults: FaultMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.elector: Elector | None = None
@@ -130,6 +144,7 @@ class Manager:
                     settings.namespaces,
                     watch_timeout=settings.watch_timeout,
                     backoff=max(settings.backoff, 0.5),
+                    relists_total=faults.watch_relists_total if faults is not None else None,
                 )
                 for name, kind in kinds().items()
             }
@@ -139,7 +154,9 @@ class Manager:
             self.elector.is_leader if self.elector is not None else (lambda: True)
         )
 
-        def controller(name: str, fn: Callable[[Any, str, str], Any]) -> Controller:
+        def controller(
+            name: str, fn: Callable[[Any, str, str], Any], teller: FailureRecorder
+        ) -> Controller:
             return Controller(
                 name,
                 lambda ns, n: fn(self, ns, n),
@@ -148,13 +165,36 @@ class Manager:
                 is_leader=is_leader,
                 base_delay=min(settings.backoff, 0.05),
                 max_delay=max(settings.backoff * 60, 1.0),
+                on_failure=teller.failed,
+                on_success=teller.succeeded,
             )
 
+        def teller(kind: str, primary: str, condition: str = COND_RECONCILED) -> FailureRecorder:
+            return FailureRecorder(
+                self.client,
+                api_version=api.API_VERSION,
+                kind=kind,
+                condition=condition,
+                primary=primary,
+                primary_status="Unknown" if primary == api.COND_SUCCEEDED else "False",
+                lock=inferenceservice.locks if kind == "InferenceService" else None,
+                failures_total=faults.reconcile_failures_total if faults is not None else None,
+            )
+
+        isvc_loop = teller("InferenceService", api.COND_READY, COND_LOOP_RECONCILED)
         self.controllers = {
-            TRAININGJOB: controller(TRAININGJOB, trainingjob.reconcile_key),
-            MODELVERSION: controller(MODELVERSION, modelversion.reconcile_key),
-            INFERENCESERVICE: controller(INFERENCESERVICE, inferenceservice.reconcile_key),
-            LOOP: controller(LOOP, loop.reconcile_key),
+            TRAININGJOB: controller(
+                TRAININGJOB, trainingjob.reconcile_key, teller("TrainingJob", api.COND_SUCCEEDED)
+            ),
+            MODELVERSION: controller(
+                MODELVERSION, modelversion.reconcile_key, teller("ModelVersion", api.COND_READY)
+            ),
+            INFERENCESERVICE: controller(
+                INFERENCESERVICE,
+                inferenceservice.reconcile_key,
+                teller("InferenceService", api.COND_READY),
+            ),
+            LOOP: controller(LOOP, loop.reconcile_key, isvc_loop),
         }
         self.refs = inferenceservice.RefIndex()
         self._stop = threading.Event()

@@ -326,3 +326,46 @@ def create_metrics(registry: CollectorRegistry | None = None) -> OperatorMetrics
             LEADER, "1 while this replica holds the leader Lease.", ["name"], registry=reg
         ),
     )
+
+
+# ----------------------------------------------------------------------------- faults (#18)
+# What went wrong between the operator and the API server, and what it did about it. Kept
+# apart from OperatorMetrics: created once at startup on the same registry.
+
+RECONCILE_FAILURES_TOTAL = "kubeloop_reconcile_failures_total"
+REST_CLIENT_REQUEST_RETRIES_TOTAL = "rest_client_request_retries_total"
+WATCH_RELISTS_TOTAL = "kubeloop_watch_relists_total"
+
+
+@dataclass(frozen=True)
+class FaultMetrics:
+    # Failed reconciles told on the object, by kind and condition reason (a bounded set:
+    # the API's Status reasons, QuotaExceeded, APIServerUnreachable, ReconcileError).
+    reconcile_failures_total: Counter
+    # Requests sent again after a 429/5xx or a dropped connection, client-go's name.
+    rest_client_request_retries_total: Counter
+    # Informers that listed again (410 Gone, or a watch that could not resume), by kind.
+    watch_relists_total: Counter
+
+
+def create_fault_metrics(registry: CollectorRegistry) -> FaultMetrics:
+    return FaultMetrics(
+        reconcile_failures_total=Counter(
+            RECONCILE_FAILURES_TOTAL,
+            "Failed reconciles written to the object's conditions, by kind and reason.",
+            ["kind", "reason"],
+            registry=registry,
+        ),
+        rest_client_request_retries_total=Counter(
+            REST_CLIENT_REQUEST_RETRIES_TOTAL,
+            "Requests retried after a 429, a 5xx or a dropped connection, by method and code.",
+            ["method", "code"],
+            registry=registry,
+        ),
+        watch_relists_total=Counter(
+            WATCH_RELISTS_TOTAL,
+            "Informers that listed again (410 Gone or a broken watch), by kind.",
+            ["kind"],
+            registry=registry,
+        ),
+    )

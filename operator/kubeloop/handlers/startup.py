@@ -15,7 +15,7 @@ from prometheus_client import start_http_server
 
 from kubeloop import kube
 from kubeloop.manager import Manager
-from kubeloop.metrics import create_metrics
+from kubeloop.metrics import create_fault_metrics, create_metrics
 from kubeloop.settings import Settings
 
 
@@ -26,10 +26,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 2
 
     metrics = create_metrics()
-    client = kube.Kube(kube.load_client_config(), requests_total=metrics.rest_client_requests_total)
+    faults = create_fault_metrics(metrics.registry)
+    client = kube.Kube(
+        kube.load_client_config(),
+        requests_total=metrics.rest_client_requests_total,
+        retries_total=faults.rest_client_request_retries_total,
+    )
     start_http_server(ours.metrics_port, registry=metrics.registry)
     logging.getLogger("kubeloop").info("Serving metrics on :%d/metrics", ours.metrics_port)
-    manager = Manager(ours, client, metrics)
+    manager = Manager(ours, client, metrics, faults)
     memo.metrics = metrics
     memo.manager = manager
     manager.start()
