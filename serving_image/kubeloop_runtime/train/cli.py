@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             output.publish(RESULT_FILE)
             if manifest is not None:
                 output.publish(MODEL_VERSION_FILE)
-        except (OSError, ArtifactError) as e:
+        except (OSError, ArtifactError, TrainError) as e:
             log.warning("Could not write result.json or modelversion.yaml: %s", e)
     write_termination_log(termination_message(result), args.termination_log)
     sys.stdout.write(document + "\n")
