@@ -20,6 +20,7 @@ def data_spec(**triggers: Any) -> api.InferenceServiceSpec:
         template={
             "dataset": {"uri": "s3://data/iris/", "target": "target"},
             "estimator": {"type": "LogisticRegression"},
+            "storage": {"secretName": "s3-creds"},
         },
         triggers={"drift": False, "dataChanged": True, **triggers},
     )
@@ -41,6 +42,7 @@ def test_a_new_version_starts_a_run_that_records_it() -> None:
     assert p.create is not None
     trigger = p.create["spec"]["trigger"]
     assert trigger["signal"] == "data" and trigger["value"] == V2  # the lineage
+    assert p.create["spec"]["storage"] == {"secretName": "s3-creds"}  # from the template
     assert p.status["datasetVersion"] == V2
     assert p.retrain_signal == "data"
     c = cond(p, loop.COND_RETRAINING)

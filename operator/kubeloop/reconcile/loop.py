@@ -476,6 +476,7 @@ def build_trainingjob(
         run_policy=tpl.run_policy,
         resources=tpl.resources,
         image=tpl.image,
+        storage=tpl.storage,
         trigger=trigger,
         champion=champion if gate.enabled else None,
         champion_gate=gate if gate.enabled and champion else None,
