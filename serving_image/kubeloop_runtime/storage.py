@@ -6,12 +6,12 @@ serving input, the ONNX graph, reference statistics, hold-out rows and datasets.
 schemes (``artifacts.store_for`` picks it), so the callers of ``file://`` and ``pvc://``
 do not change.
 
-Why obstore (docs/storage.md): one small wheel (about 5 MB, no dependencies) on Rust's
-``object_store``, with S3 (AWS, versitygw, Ceph, R2, GCS interoperability), Google Cloud
-Storage and Azure Blob; streaming reads in chunks, multipart uploads from a file, the AWS
-credential chain (keys, web identity, instance and container roles) read from the standard
-environment variables. boto3 with s3transfer is about ten times the size on disk and S3
-only; s3fs adds fsspec and aiobotocore.
+Why obstore (docs/storage.md): one wheel (16 MB installed, no Python dependencies) on
+Rust's ``object_store``, with S3 (AWS, versitygw, Ceph, R2, GCS interoperability), Google
+Cloud Storage and Azure Blob; streaming reads in chunks, multipart uploads from a file, the
+AWS credential chain (keys, web identity, instance and container roles) read from the
+standard environment variables. boto3 with botocore is twice that size and S3 only; s3fs
+adds fsspec, aiobotocore and aiohttp on top of botocore.
 
 Configuration is the standard environment of each provider (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``,
@@ -391,3 +391,46 @@ class ObjectStore:
 
     def probe(self) -> None:
         probe(self.base_uri)
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kubeloop_runtime.storage put|get|ls``: the same client, by hand.
+
+    It reads the standard environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...), as
+    the pods do; handy to upload a dataset where no other S3 client is installed.
+    """
+    import argparse  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(prog="python -m kubeloop_runtime.storage")
+    sub = p.add_subparsers(dest="command", required=True)
+    put = sub.add_parser("put", help="upload a local file to an object URI")
+    put.add_argument("local", type=Path)
+    put.add_argument("uri")
+    get = sub.add_parser("get", help="download an object to a local file")
+    get.add_argument("uri")
+    get.add_argument("local", type=Path)
+    ls = sub.add_parser("ls", help="list the objects under a prefix")
+    ls.add_argument("uri")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "put":
+            upload(args.local, args.uri)
+            print(f"{args.uri} {hashlib.sha256(args.local.read_bytes()).hexdigest()}")
+        elif args.command == "get":
+            sha, size = download(args.uri, args.local)
+            print(f"{args.local} {size} {sha}")
+        else:
+            for o in list_prefix(args.uri if args.uri.endswith("/") else args.uri + "/"):
+                print(f"{o.uri} {o.size} {o.etag}")
+    except (StorageError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -16,6 +16,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,8 @@ from sklearn.datasets import load_iris
 from kubeloop.kube import Kube
 from kubeloop_runtime import api, storage
 from tests import s3server
-from tests.integration.harness import OperatorProcess, condition, is_true
+from tests.integration.harness import Cluster, OperatorProcess, condition, is_true, wait_for
+from tests.integration.test_examples import readme_commands
 from tests.integration.test_loop import CANARY, ISVC, STABLE, World, rows
 from tests.s3server import S3Server
 
@@ -65,8 +72,7 @@ def s3_operator(
     tmp_path: Path,
 ) -> Iterator[OperatorProcess]:
     """The operator with the server as its default endpoint, and its own read identity
-    (for the dataChanged trigger); the namespace's pods get the Secret."""
-    make_secret(kube, namespace, SECRET, s3server.ACCESS_KEY, s3server.SECRET_KEY)
+    (for the dataChanged trigger)."""
     own = {k: v for k, v in s3_server.env.items() if k.startswith("AWS_ACCESS") or "SECRET" in k}
     yield make_operator(
         namespaces=[namespace],
@@ -78,6 +84,13 @@ def s3_operator(
             **own,
         },
     )
+
+
+@pytest.fixture
+def secret(kube: Kube, namespace: str) -> str:
+    """The Secret the namespace's pods get their keys from (``spec.storage.secretName``)."""
+    make_secret(kube, namespace, SECRET, s3server.ACCESS_KEY, s3server.SECRET_KEY)
+    return SECRET
 
 
 def upload_csv(frame: Any, uri: str, server: S3Server, tmp_path: Path) -> None:
@@ -107,6 +120,7 @@ def finished(w: World, name: str) -> dict[str, Any] | None:
 
 
 def test_iris_walkthrough_on_s3(
+    secret: str,
     kube: Kube,
     s3_server: S3Server,
     namespace: str,
@@ -163,6 +177,7 @@ def test_iris_walkthrough_on_s3(
 
 
 def test_new_data_retrains_gates_canaries_and_promotes(
+    secret: str,
     kube: Kube,
     s3_server: S3Server,
     namespace: str,
@@ -231,6 +246,7 @@ def test_new_data_retrains_gates_canaries_and_promotes(
 
 
 def test_failures_name_the_field_and_the_cause(
+    secret: str,
     kube: Kube,
     s3_server: S3Server,
     namespace: str,
@@ -279,3 +295,85 @@ def test_failures_name_the_field_and_the_cause(
         assert "not-the-secret-key" not in json.dumps(tj)
         # Exit code 2: the Job fails at once, no retries of what retrying cannot fix.
         assert kube.get(api.API_VERSION, "ModelVersion", namespace, f"{name}-v1") is None
+
+
+# ----------------------------------------------------------------------- examples/s3
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "s3"
+
+
+def _expand(command: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$(\w+)", lambda m: env[m.group(1)], command)
+
+
+def _predict_on_role(kube: Kube, ns: str, isvc: str, role: str) -> int:
+    """Send one iris row to every ready pod of ``role``; how many answered."""
+    answered = 0
+    pods = kube.list(
+        "v1", "Pod", ns, labels={api.LABEL_INFERENCESERVICE: isvc, api.LABEL_ROLE: role}
+    )
+    for p in pods:
+        ip = (p.get("status") or {}).get("podIP")
+        if not ip or p["metadata"].get("deletionTimestamp"):
+            continue
+        req = urllib.request.Request(
+            f"http://{ip}:8080/v1/models/{isvc}:predict",
+            data=json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                answered += r.status == 200
+        except OSError:
+            continue
+    return answered
+
+
+def test_s3_example_readme(
+    cluster: Cluster,
+    kube: Kube,
+    s3_server: S3Server,
+    namespace: str,
+    kubelet: Any,
+    s3_operator: OperatorProcess,
+) -> None:
+    """examples/s3/README.md as written, against the test's server (its address and keys
+    replace the exported ones); the operator's `set env` is the s3_operator's settings."""
+    s3_server.make_bucket("kubeloop-example")
+    commands = readme_commands(EXAMPLE / "README.md")
+    env = dict(os.environ)
+    ran = {"kubectl": 0, "python3": 0, "set env": 0}
+    for command in commands:
+        if command.startswith("export "):
+            names = [w.split("=", 1)[0] for w in shlex.split(command)[1:]]
+            assert set(names) == {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+            env.update({n: s3_server.env[n] for n in names}, AWS_ALLOW_HTTP="true")
+            continue
+        argv = shlex.split(_expand(command, env))
+        argv = [a.replace("examples/s3/", f"{EXAMPLE}/") for a in argv]
+        if argv[:4] == ["kubectl", "-n", "kubeloop-system", "set"]:
+            assert f"KUBELOOP_S3_ENDPOINT={s3_server.endpoint}" in argv
+            ran["set env"] += 1
+        elif argv[0] == "kubectl":
+            cluster.kubectl("-n", namespace, *argv[1:], timeout=330)
+            ran["kubectl"] += 1
+        elif argv[0] == "python3":
+            subprocess.run([sys.executable, *argv[1:]], env=env, check=True, timeout=60)
+            ran["python3"] += 1
+        else:
+            raise AssertionError(f"examples/s3/README.md: unexpected command {command!r}")
+    assert ran == {"kubectl": 10, "python3": 2, "set env": 1}, ran
+
+    mv2 = kube.get(api.API_VERSION, "ModelVersion", namespace, "iris-s3-v2")
+    assert mv2 is not None
+    assert mv2["spec"]["lineage"]["trigger"]["signal"] == "data"
+    assert mv2["spec"]["dataset"]["rows"] == 150
+    assert mv2["spec"]["artifact"]["uri"].startswith(f"s3://kubeloop-example/models/{namespace}/")
+
+    def promoted() -> bool:
+        _predict_on_role(kube, namespace, "iris-s3", "canary")
+        isvc = kube.get(api.API_VERSION, "InferenceService", namespace, "iris-s3") or {}
+        return (isvc.get("status") or {}).get("servingVersion") == "iris-s3-v2"
+
+    wait_for(promoted, timeout=TIMEOUT, interval=1, what="iris-s3-v2 promoted after the canary")
