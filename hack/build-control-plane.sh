@@ -6,6 +6,7 @@
 #   etcd                                                              (go.etcd.io/etcd/server/v3, hack/etcd)
 #   kwok, kwokctl                                                     (sigs.k8s.io/kwok)
 #   prometheus, promtool                         (hack/build-prometheus.sh, hack/prometheus)
+#   versitygw (the tests' S3 server, Apache-2.0)                     (github.com/versity/versitygw)
 # Binaries land in ${KUBELOOP_CACHE:-~/.cache/kubeloop}/bin/<component>-<version>/ and are
 # built only when missing. Prints the directory of each set on stdout, timings on stderr.
 set -euo pipefail
@@ -70,6 +71,20 @@ build_kwok() {
   echo "${out}"
 }
 
+build_versitygw() {
+  local out="${cache}/bin/versitygw-${VERSITYGW_VERSION}"
+  if [ ! -x "${out}/versitygw" ]; then
+    log "Building versitygw ${VERSITYGW_VERSION} ..."
+    local start=$SECONDS tmp="${out}.tmp.$$"
+    mkdir -p "${tmp}"
+    GOBIN="${tmp}" GOFLAGS='' go install -trimpath -ldflags "${ldflags}" \
+      "github.com/versity/versitygw/cmd/versitygw@${VERSITYGW_VERSION}"
+    rm -rf "${out}" && mv "${tmp}" "${out}"
+    log "Built versitygw in $((SECONDS - start))s"
+  fi
+  echo "${out}"
+}
+
 command -v go >/dev/null || { log "error: the Go toolchain is required (https://go.dev/doc/install)"; exit 1; }
 # The three builds share no module; run them side by side (a cold build is mostly downloads
 # and compiles of disjoint packages), then print their directories in a fixed order.
@@ -79,6 +94,8 @@ build_etcd >"${outs}/etcd" &
 etcd_pid=$!
 build_kwok >"${outs}/kwok" &
 kwok_pid=$!
+build_versitygw >"${outs}/versitygw" &
+versitygw_pid=$!
 build_k8s >"${outs}/k8s" &
 k8s_pid=$!
 # Prometheus with Kubernetes service discovery (the real node's monitoring image) shares
@@ -88,7 +105,8 @@ prometheus_pid=$!
 failed=0
 wait "${etcd_pid}" || failed=1
 wait "${kwok_pid}" || failed=1
+wait "${versitygw_pid}" || failed=1
 wait "${k8s_pid}" || failed=1
 wait "${prometheus_pid}" || failed=1
 [ "${failed}" = 0 ] || { log "error: a control-plane build failed (see above)"; exit 1; }
-cat "${outs}/etcd" "${outs}/kwok" "${outs}/k8s" "${outs}/prometheus"
+cat "${outs}/etcd" "${outs}/kwok" "${outs}/k8s" "${outs}/prometheus" "${outs}/versitygw"

@@ -63,6 +63,11 @@ class Settings:
     artifact_pvc: str = "kubeloop-artifacts"
     # Where the operator itself can read the artifact store (for sha256 checks); "" = cannot.
     artifact_root: str = ""
+    # Object storage defaults for pods whose spec.storage leaves them unset ("" / None:
+    # the pod's own environment decides).
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_path_style: bool | None = None
     # Namespaces to watch; empty means cluster-wide.
     namespaces: tuple[str, ...] = field(default_factory=tuple)
     metrics_port: int = 8080
@@ -108,6 +113,13 @@ class Settings:
             image_pull_policy=pull,
             artifact_pvc=e.get("KUBELOOP_ARTIFACT_PVC", cls.artifact_pvc),
             artifact_root=e.get("KUBELOOP_ARTIFACT_ROOT", ""),
+            s3_endpoint=e.get("KUBELOOP_S3_ENDPOINT", ""),
+            s3_region=e.get("KUBELOOP_S3_REGION", ""),
+            s3_path_style=(
+                _bool(e, "KUBELOOP_S3_PATH_STYLE", False)
+                if e.get("KUBELOOP_S3_PATH_STYLE")
+                else None
+            ),
             namespaces=_list(e, "KUBELOOP_NAMESPACES"),
             metrics_port=_int(e, "KUBELOOP_METRICS_PORT", cls.metrics_port),
             health_port=_int(e, "KUBELOOP_HEALTH_PORT", cls.health_port),

@@ -173,11 +173,37 @@ class PVCSource(Model):
         return self
 
 
+# s3://, gs:// or az:// with a bucket (container) name, then an optional key or prefix.
+OBJECT_URI = r"^(s3|gs|az)://[a-z0-9][-a-z0-9._]{1,254}(/\S*)?$"
+ObjectUri = Annotated[str, Field(max_length=1024, pattern=OBJECT_URI)]
+
+
+class ObjectStorage(Model):
+    """How pods reach ``s3://`` (``gs://``, ``az://``) URIs; unset fields fall back to the
+    operator's settings, then to the pod's own environment (web identity, instance roles).
+    """
+
+    # An S3-compatible endpoint (versitygw, Ceph, R2, GCS interoperability); unset: AWS.
+    endpoint: (
+        Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/]+(/\S*)?$")] | None
+    ) = None
+    region: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9-]+$")] | None = None
+    # Path-style requests (https://endpoint/bucket/key), which most S3-compatible servers
+    # need; false: virtual-hosted style (https://bucket.endpoint/key).
+    path_style: bool | None = None
+    # A Secret in the same namespace whose keys become the pods' environment, e.g.
+    # AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (docs/storage.md). Never read into status.
+    secret_name: ObjectName | None = None
+
+
 class DatasetSpec(Model):
-    """Exactly one of builtin, url, configMap, pvc, path."""
+    """Exactly one of builtin, url, uri, configMap, pvc, path."""
 
     builtin: BuiltinDataset | None = None
     url: Annotated[str, Field(max_length=2048, pattern=r"^https?://\S+$")] | None = None
+    # An object (s3://bucket/data.csv) or a prefix ending in "/" (every .csv or .parquet
+    # object under it, concatenated in key order); reached through spec.storage.
+    uri: ObjectUri | None = None
     config_map: ConfigMapSource | None = None
     pvc: PVCSource | None = None
     # A local file; how ConfigMap and PVC sources arrive inside the training pod, and
@@ -194,6 +220,7 @@ class DatasetSpec(Model):
             for n, v in (
                 ("builtin", self.builtin),
                 ("url", self.url),
+                ("uri", self.uri),
                 ("configMap", self.config_map),
                 ("pvc", self.pvc),
                 ("path", self.path),
@@ -202,7 +229,7 @@ class DatasetSpec(Model):
         ]
         if len(given) != 1:
             raise ValueError(
-                "spec.dataset: exactly one of builtin, url, configMap, pvc, path is required"
+                "spec.dataset: exactly one of builtin, url, uri, configMap, pvc, path is required"
                 f" (got {', '.join(given) or 'none'})"
             )
         if self.builtin is None and self.target is None:
@@ -260,6 +287,9 @@ class ArtifactSpec(Model):
     format: Literal["skops", "joblib"] = "skops"
     # Also export an ONNX graph for fast serving (used only when its predictions match).
     onnx: bool = True
+    # Write to an object store (s3://bucket/prefix; each run under <namespace>/<name>)
+    # instead of the artifact PersistentVolumeClaim; reached through spec.storage.
+    uri: ObjectUri | None = None
 
 
 class RunPolicy(Model):
@@ -315,7 +345,7 @@ class TriggerRef(Model):
     """Why the closed loop started a TrainingJob (lineage)."""
 
     inference_service: ObjectName
-    signal: Literal["drift", "accuracy", "error", "schedule", "manual"]
+    signal: Literal["drift", "accuracy", "error", "schedule", "manual", "data"]
     value: Annotated[str, Field(max_length=256)] | None = None
     time: Annotated[str, Field(max_length=64)] | None = None
 
@@ -331,6 +361,8 @@ class TrainingJobSpec(Model):
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     resources: Resources | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
+    # How to reach spec.dataset.uri and spec.artifact.uri (object storage).
+    storage: ObjectStorage | None = None
     node_selector: (
         Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=16)] | None
     ) = None
@@ -393,6 +425,8 @@ class ArtifactRef(Model):
     onnx_sha256: Sha256 | None = None
     reference_stats_uri: Annotated[str, Field(max_length=1024)] | None = None
     reference_stats_sha256: Sha256 | None = None
+    # How serving pods reach an object-store URI (copied from the TrainingJob).
+    storage: ObjectStorage | None = None
 
 
 VersionString = Annotated[str, Field(max_length=32)]
@@ -553,6 +587,11 @@ class RetrainTriggers(Model):
     accuracy_below: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     error_above: Annotated[float, Field(ge=0.0)] | None = None
     schedule: Annotated[str, Field(max_length=64, pattern=r"^(\S+\s+){4}\S+$")] | None = None
+    # Retrain when the template's dataset changes: a new ETag or object under
+    # spec.dataset.uri, a new ETag or Last-Modified of spec.dataset.url, new content of
+    # the spec.dataset.configMap key. The operator looks every dataPollSeconds.
+    data_changed: bool = False
+    data_poll_seconds: Annotated[int, Field(ge=10, le=86400)] = 60
 
 
 class ChampionGate(Model):
@@ -574,6 +613,7 @@ class TrainingTemplate(Model):
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     resources: Resources | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
+    storage: ObjectStorage | None = None
     # Validate each retraining's dataset (default reference: the version serving now).
     validation: ValidationSpec | None = None
 

@@ -127,6 +127,10 @@ class ArtifactStore(Protocol):
         """A local, readable path for ``uri`` (which must belong to this scheme)."""
         ...
 
+    def workdir(self) -> Path:
+        """The local directory a run writes its files into before :meth:`put`."""
+        ...
+
 
 class FileStore:
     """``file:///abs/dir`` URIs: plain local files."""
@@ -172,6 +176,9 @@ class FileStore:
 
     def resolve(self, uri: str) -> Path:
         return self._path_of(uri)
+
+    def workdir(self) -> Path:
+        return self.root
 
 
 class VolumeStore:
@@ -228,10 +235,22 @@ class VolumeStore:
             return self.artifact_root
         return self.artifact_root / _safe_relative(rel, what="pvc path")
 
+    def workdir(self) -> Path:
+        return self.resolve(self.base_uri)
+
+
+def _object_store(uri: str, artifact_root: Path | None) -> ArtifactStore:
+    from kubeloop_runtime.storage import ObjectStore  # noqa: PLC0415  (imports this module)
+
+    return ObjectStore.from_uri(uri, artifact_root)
+
 
 _STORES: dict[str, Callable[[str, Path | None], ArtifactStore]] = {
     "file": FileStore.from_uri,
     "pvc": VolumeStore.from_uri,
+    "s3": _object_store,
+    "gs": _object_store,
+    "az": _object_store,
 }
 
 

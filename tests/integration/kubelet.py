@@ -16,6 +16,7 @@ volume to files written from the ConfigMap's data, a PVC volume to ``pvc_root/<c
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import os
@@ -152,10 +153,18 @@ class ProcessKubelet:
 
     # ------------------------------------------------------------------ training pods
 
-    @staticmethod
-    def _container_env(container: dict[str, Any]) -> dict[str, str]:
-        """The container's literal env values (the operator sets no valueFrom)."""
-        return {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+    def _container_env(self, container: dict[str, Any]) -> dict[str, str]:
+        """The container's env: ``envFrom`` Secrets (read as a kubelet does), then literal
+        values (the operator sets no ``valueFrom``)."""
+        out: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            ref = source.get("secretRef")
+            if ref is not None:
+                secret = self.core.read_namespaced_secret(ref["name"], self.namespace)
+                for key, value in (secret.data or {}).items():
+                    out[key] = base64.b64decode(value).decode()
+        out.update({e["name"]: e["value"] for e in container.get("env") or [] if "value" in e})
+        return out
 
     def _volumes(self, pod: dict[str, Any], workdir: Path) -> dict[str, Path]:
         """Materialise the pod's volumes locally: volume name -> local directory."""
@@ -224,6 +233,8 @@ class ProcessKubelet:
             **env,
             "KUBELOOP_ARTIFACT_ROOT": str(self.artifact_root),
             "KUBELOOP_DATA_ROOT": str(data_dir),
+            # Each pod downloads objects into its own scratch, as on its own node.
+            "KUBELOOP_OBJECT_CACHE": str(workdir / "objects"),
         }
         exe = shutil.which("kubeloop-train") or str(Path(sys.executable).parent / "kubeloop-train")
         with (workdir / "train.log").open("wb") as log:
@@ -289,7 +300,12 @@ class ProcessKubelet:
         ip = pod["status"]["podIP"]
         cmd = [*(container.get("command") or []), *(container.get("args") or [])]
         exe = shutil.which("kubeloop-serve") or str(Path(sys.executable).parent / "kubeloop-serve")
-        run_env = {**os.environ, **env, "KUBELOOP_ARTIFACT_ROOT": str(self.artifact_root)}
+        run_env = {
+            **os.environ,
+            **env,
+            "KUBELOOP_ARTIFACT_ROOT": str(self.artifact_root),
+            "KUBELOOP_OBJECT_CACHE": str(workdir / "objects"),
+        }
         log = workdir / "serve.log"
         proc = subprocess.Popen(
             [exe, *cmd[1:], "--host", ip, "--port", "8080"],

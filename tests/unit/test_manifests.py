@@ -125,7 +125,8 @@ def test_operator_role_is_what_the_operator_needs() -> None:
     assert {"create"} <= rules[("", "events")]
     assert rules[("apiextensions.k8s.io", "customresourcedefinitions")] == read
     assert rules[("", "namespaces")] == {"list", "watch"}
-    # Nothing else: no configmaps, secrets, nodes, leases...
+    assert rules[("", "configmaps")] == {"get"}  # a dataset ConfigMap's version (dataChanged)
+    # Nothing else: no secrets, nodes, leases...
     allowed_resources = {
         "trainingjobs",
         "modelversions",
@@ -142,6 +143,7 @@ def test_operator_role_is_what_the_operator_needs() -> None:
         "events",
         "customresourcedefinitions",
         "namespaces",
+        "configmaps",
     }
     assert {r for _, r in rules} <= allowed_resources
 

@@ -73,7 +73,7 @@ def test_inferenceservice_counters_exist_at_zero_once_seen() -> None:
     assert _value(metrics, "kubeloop_promotions_total", isvc) == 0.0
     for reason in ("analysis", "manual"):
         assert _value(metrics, "kubeloop_rollbacks_total", {**isvc, "reason": reason}) == 0.0
-    assert set(m.RETRAIN_SIGNALS) == {"drift", "accuracy", "error", "schedule", "manual"}
+    assert set(m.RETRAIN_SIGNALS) == {"drift", "accuracy", "error", "schedule", "manual", "data"}
     for signal in m.RETRAIN_SIGNALS:
         assert _value(metrics, "kubeloop_retrains_total", {**isvc, "signal": signal}) == 0.0
 

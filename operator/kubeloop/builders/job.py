@@ -18,6 +18,7 @@ import hashlib
 import json
 from typing import Any
 
+from kubeloop.builders.storage import is_object_uri, storage_env
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 
@@ -47,9 +48,22 @@ def job_name(trainingjob: str) -> str:
     return f"{trainingjob[:keep].rstrip('-')}-{digest}{JOB_SUFFIX}"
 
 
-def output_uri(settings: Settings, namespace: str, trainingjob: str) -> str:
-    """Where the run writes its artifacts: a per-run directory on the artifact PVC."""
+def output_uri(
+    settings: Settings, namespace: str, trainingjob: str, artifact_uri: str | None = None
+) -> str:
+    """Where the run writes its artifacts: a per-run directory on the artifact PVC, or
+    under ``spec.artifact.uri`` in an object store."""
+    if artifact_uri:
+        return f"{artifact_uri.rstrip('/')}/{namespace}/{trainingjob}"
     return f"pvc://{settings.artifact_pvc}/{namespace}/{trainingjob}"
+
+
+def uses_object_storage(spec: api.TrainingJobSpec) -> bool:
+    return (
+        spec.storage is not None
+        or is_object_uri(spec.artifact.uri)
+        or is_object_uri(spec.dataset.uri)
+    )
 
 
 def labels(trainingjob: str, model: str) -> dict[str, str]:
@@ -187,12 +201,17 @@ def build_job(
     """
     job_labels = labels(tj_name, spec.model)
     data_volumes, data_mounts = _data_volumes(spec.dataset)
+    # With an object store for artifacts, no volume is shared between nodes.
+    on_pvc = spec.artifact.uri is None
+    s3_env, s3_env_from = (
+        storage_env(spec.storage, settings) if uses_object_storage(spec) else ([], [])
+    )
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or settings.runtime_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["kubeloop-train"],
-        "args": ["--output", output_uri(settings, namespace, tj_name)],
+        "args": ["--output", output_uri(settings, namespace, tj_name, spec.artifact.uri)],
         "env": [
             {
                 "name": "KUBELOOP_TRAINING_SPEC",
@@ -201,12 +220,13 @@ def build_job(
             {"name": "KUBELOOP_ARTIFACT_ROOT", "value": api.ARTIFACT_MOUNT_PATH},
             {"name": "KUBELOOP_DATA_ROOT", "value": api.DATA_MOUNT_PATH},
             *_champion_env(spec, champion, reference),
+            *s3_env,
             # Writable scratch: the root filesystem is read-only.
             {"name": "HOME", "value": "/tmp"},
             {"name": "TMPDIR", "value": "/tmp"},
         ],
         "volumeMounts": [
-            {"name": VOLUME_ARTIFACTS, "mountPath": api.ARTIFACT_MOUNT_PATH},
+            *([{"name": VOLUME_ARTIFACTS, "mountPath": api.ARTIFACT_MOUNT_PATH}] if on_pvc else []),
             {"name": VOLUME_TMP, "mountPath": "/tmp"},
             *data_mounts,
         ],
@@ -214,6 +234,8 @@ def build_job(
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "File",
     }
+    if s3_env_from:
+        container["envFrom"] = s3_env_from
     if spec.resources is not None:
         container["resources"] = spec.resources.wire()
     pod_spec: dict[str, Any] = {
@@ -223,10 +245,16 @@ def build_job(
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [
-            {
-                "name": VOLUME_ARTIFACTS,
-                "persistentVolumeClaim": {"claimName": settings.artifact_pvc},
-            },
+            *(
+                [
+                    {
+                        "name": VOLUME_ARTIFACTS,
+                        "persistentVolumeClaim": {"claimName": settings.artifact_pvc},
+                    }
+                ]
+                if on_pvc
+                else []
+            ),
             {"name": VOLUME_TMP, "emptyDir": {}},
             *data_volumes,
         ],

@@ -70,7 +70,13 @@ def model_version_spec(
         model=spec.model,
         version=version,
         task=result.task or spec.estimator.task,
-        artifact=result.artifact,
+        # How servers reach an object-store artifact: the run's storage (never its values).
+        artifact=(
+            result.artifact.model_copy(update={"storage": spec.storage})
+            if spec.storage is not None
+            and result.artifact.uri.startswith(("s3://", "gs://", "az://"))
+            else result.artifact
+        ),
         framework=result.framework,
         signature=result.signature,
         metrics=_metrics(result.metrics),

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kubeloop.builders.storage import is_object_uri, storage_env
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 
@@ -266,7 +267,11 @@ def predictor_container(
         {"name": ENV_SERVED_NAME, "value": isvc},
         {"name": ENV_SERVING, "value": serving_env(spec, isvc, role)},
     ]
-    return {
+    env_from: list[dict[str, Any]] = []
+    if on_object_store(served):
+        s3_env, env_from = storage_env(served.spec.artifact.storage, settings)
+        env.extend(s3_env)
+    container: dict[str, Any] = {
         "name": "predictor",
         "image": spec.image or settings.runtime_image,
         "imagePullPolicy": settings.image_pull_policy,
@@ -290,11 +295,37 @@ def predictor_container(
         "resources": _resources(spec),
         "securityContext": container_security_context(),
         "volumeMounts": [
-            {"name": ARTIFACT_VOLUME, "mountPath": api.ARTIFACT_MOUNT_PATH, "readOnly": True},
+            *(
+                []
+                if on_object_store(served)
+                else [
+                    {
+                        "name": ARTIFACT_VOLUME,
+                        "mountPath": api.ARTIFACT_MOUNT_PATH,
+                        "readOnly": True,
+                    }
+                ]
+            ),
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if env_from:
+        container["envFrom"] = env_from
+    return container
+
+
+def on_object_store(served: ServedVersion) -> bool:
+    """Whether the version's artifact is in an object store (no artifact volume then)."""
+    return is_object_uri(served.spec.artifact.uri)
+
+
+def _tmp_size(served: ServedVersion) -> str:
+    """256 MiB of scratch, plus room for the downloaded artifacts of an object store."""
+    if not on_object_store(served):
+        return "256Mi"
+    mib = 256 + 3 * served.spec.artifact.size_bytes // (1 << 20)  # model, ONNX, slack
+    return f"{mib}Mi"
 
 
 def build_deployment(
@@ -331,14 +362,21 @@ def build_deployment(
                 "securityContext": pod_security_context(),
                 "containers": [predictor_container(spec, owner.name, served, role, settings)],
                 "volumes": [
-                    {
-                        "name": ARTIFACT_VOLUME,
-                        "persistentVolumeClaim": {
-                            "claimName": settings.artifact_pvc,
-                            "readOnly": True,
-                        },
-                    },
-                    {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+                    *(
+                        []
+                        if on_object_store(served)
+                        else [
+                            {
+                                "name": ARTIFACT_VOLUME,
+                                "persistentVolumeClaim": {
+                                    "claimName": settings.artifact_pvc,
+                                    "readOnly": True,
+                                },
+                            }
+                        ]
+                    ),
+                    # Downloads of object-store artifacts land here too.
+                    {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": _tmp_size(served)}},
                 ],
             },
         },

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,7 +154,7 @@ class FailureRecorder:
         condition: str,
         primary: str,
         primary_status: Status,
-        lock: Callable[[str, str], threading.Lock] | None = None,
+        lock: Callable[[str, str], AbstractContextManager[Any]] | None = None,
         failures_total: Any = None,
     ) -> None:
         self._client = client
@@ -213,31 +213,27 @@ class FailureRecorder:
         reason: str,
         message: str,
     ) -> None:
-        lock = self._lock(namespace, name) if self._lock is not None else None
-        try:
-            if lock is not None:
-                lock.acquire()
-            body = self._client.get(self._api_version, self._kind, namespace, name)
-            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        held = self._lock(namespace, name) if self._lock is not None else nullcontext()
+        with held:
+            try:
+                body = self._client.get(self._api_version, self._kind, namespace, name)
+                if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                    return
+                generation = body["metadata"].get("generation")
+                conditions = conditions_of(body.get("status"), generation)
+                if conditions is None:
+                    return
+                self._client.patch_status(
+                    self._api_version, self._kind, namespace, name, {"conditions": conditions}
+                )
+            except Exception as e:  # the API server may be the thing that is failing
+                logger.warning(
+                    "Could not write condition %s on %s %s/%s: %s",
+                    self._condition,
+                    self._kind,
+                    namespace,
+                    name,
+                    e,
+                )
                 return
-            generation = body["metadata"].get("generation")
-            conditions = conditions_of(body.get("status"), generation)
-            if conditions is None:
-                return
-            self._client.patch_status(
-                self._api_version, self._kind, namespace, name, {"conditions": conditions}
-            )
-        except Exception as e:  # the API server may be the thing that is failing
-            logger.warning(
-                "Could not write condition %s on %s %s/%s: %s",
-                self._condition,
-                self._kind,
-                namespace,
-                name,
-                e,
-            )
-            return
-        finally:
-            if lock is not None:
-                lock.release()
         _events.event(body, event_type, reason, message)

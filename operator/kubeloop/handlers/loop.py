@@ -29,6 +29,7 @@ from typing import Any
 
 import kopf
 
+from kubeloop import datasets
 from kubeloop import signals as sig
 from kubeloop.builders import predictor as b
 from kubeloop.client import CachedClient
@@ -96,8 +97,11 @@ def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | No
         labels={api.LABEL_INFERENCESERVICE: name, api.LABEL_COMPONENT: b.COMPONENT},
     )
     signals = None
+    dataset_version = None
     if spec.retraining is not None and spec.retraining.enabled:
         signals = sig.read_signals(name, pods, settings.signal_timeout)
+        watch = memo.__dict__.setdefault("dataset_watch", datasets.DatasetWatch())
+        dataset_version = watch.version(kube, namespace, name, spec.retraining, settings)
     canary_stats = None
     if r.desired_canary(spec, body.get("status")) is not None:
         canary_stats = sig.read_canary(name, pods, settings.signal_timeout)
@@ -107,7 +111,7 @@ def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | No
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         spec = r.parse_spec(body.get("spec"))
-        plan = _plan(kube, body, spec, signals, canary_stats)
+        plan = _plan(kube, body, spec, signals, canary_stats, dataset_version=dataset_version)
         _act(kube, metrics, body, plan, logger)
 
     canary_changed = "loopCanary" in plan.status or plan.alias_move is not None
@@ -125,6 +129,8 @@ def _plan(
     spec: api.InferenceServiceSpec,
     signals: loop.Signals | None,
     canary_stats: loop.CanaryStats | None,
+    *,
+    dataset_version: str | None = None,
 ) -> loop.Plan:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
@@ -152,6 +158,7 @@ def _plan(
         signals=signals,
         canary_stats=canary_stats,
         rollback_request=(meta.get("annotations") or {}).get(api.ANNOTATION_ROLLBACK),
+        dataset_version=dataset_version,
     )
     return loop.plan(obs, _now())
 

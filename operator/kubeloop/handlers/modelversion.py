@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from kubeloop import registry
 from kubeloop.builders.modelversion import labels as mv_labels
+from kubeloop.builders.storage import is_object_uri
 from kubeloop.client import CachedClient
 from kubeloop.conditions import MESSAGE_MAX, Condition, get_condition
 from kubeloop.controller import Result
@@ -75,6 +76,14 @@ def _artifact_condition(
 ) -> Condition:
     if not settings.artifact_root:
         return rec.artifact_condition(None)
+    if is_object_uri(spec.artifact.uri):  # never downloaded by the operator
+        return Condition(
+            rec.COND_ARTIFACT_VERIFIED,
+            "Unknown",
+            rec.REASON_NOT_VERIFIABLE,
+            f"spec.artifact.uri is in an object store ({spec.artifact.uri.split('/', 3)[2]});"
+            " the serving pod verifies the sha256 as it downloads",
+        )
     if not recheck and rec.already_verified(status):
         previous = _previous(status, rec.COND_ARTIFACT_VERIFIED)
         if previous is not None:

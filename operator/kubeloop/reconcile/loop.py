@@ -52,6 +52,7 @@ REASON_BY_SIGNAL = {
     "error": "ErrorAboveThreshold",
     "schedule": "Scheduled",
     "manual": "Manual",
+    "data": "DatasetChanged",
 }
 WATCHING = "Watching"
 CHALLENGER_ACCEPTED = "ChallengerAccepted"
@@ -193,9 +194,40 @@ def retrain_from(isvc: str, tj: Obj) -> Retrain:
 class Fired:
     """A trigger that fired: the signal, its value as text, and a human sentence."""
 
-    signal: Literal["drift", "accuracy", "error", "schedule", "manual"]
+    signal: Literal["drift", "accuracy", "error", "schedule", "manual", "data"]
     value: str
     message: str
+
+
+def dataset_baseline(status: Obj, runs: Sequence[Retrain]) -> str | None:
+    """The dataset version the service was last retrained on (or first saw).
+
+    ``status.datasetVersion``, unless the newest run was started for a dataset version
+    (its trigger value): a crash between creating that run and writing the status must
+    not start a second run for the same data.
+    """
+    newest = max(runs, key=lambda r: r.index, default=None)
+    if newest is not None and newest.trigger is not None and newest.trigger.signal == "data":
+        return newest.trigger.value
+    recorded = status.get("datasetVersion")
+    return recorded if isinstance(recorded, str) and recorded else None
+
+
+def dataset_change(
+    retraining: api.RetrainingSpec, version: str | None, baseline: str | None
+) -> Fired | None:
+    """The ``data`` trigger: the observed version differs from the baseline."""
+    if not retraining.triggers.data_changed or not version or not baseline:
+        return None
+    if version == baseline:
+        return None
+    ds = retraining.template.dataset
+    source = ds.uri or ds.url or (ds.config_map.name if ds.config_map else "dataset")
+    return Fired(
+        "data",
+        version[:256],
+        f"dataset {source} changed (version {version[:19]}, trained on {baseline[:19]})",
+    )
 
 
 def _num(v: float) -> str:
@@ -210,12 +242,15 @@ def fired_triggers(
     handled_annotation: bool,
     schedule_since: dt.datetime,
     now: dt.datetime,
+    data: Fired | None = None,
 ) -> list[Fired]:
     """Every trigger that fires now, manual first (the order decides which one is named)."""
     out: list[Fired] = []
     t = retraining.triggers
     if annotation and not handled_annotation:
         out.append(Fired("manual", annotation[:256], f"retraining requested ({annotation!r})"))
+    if data is not None:
+        out.append(data)
     if signals is not None:
         if t.drift and signals.drift:
             share = signals.drift_share if signals.drift_share is not None else 0.0
@@ -271,7 +306,19 @@ def fired_triggers(
 
 
 def validate_retraining(retraining: api.RetrainingSpec) -> str | None:
-    """What admission cannot check: the cron schedule. Returns a message naming the field."""
+    """What admission cannot check: the cron schedule, a dataset version to watch.
+    Returns a message naming the field."""
+    ds = retraining.template.dataset
+    if (
+        retraining.triggers.data_changed
+        and ds.uri is None
+        and ds.url is None
+        and ds.config_map is None
+    ):
+        return (
+            "spec.retraining.triggers.dataChanged: the template's dataset has no version to"
+            " watch; use dataset.uri, dataset.url or dataset.configMap"
+        )
     if retraining.triggers.schedule:
         try:
             cron.parse(retraining.triggers.schedule).next_after(
@@ -329,6 +376,7 @@ def decide_trigger(
     created: dt.datetime,
     canary_in_flight: bool,
     now: dt.datetime,
+    dataset_version: str | None = None,
 ) -> TriggerDecision:
     """Whether to start a retraining now, and for which signal.
 
@@ -346,6 +394,7 @@ def decide_trigger(
         handled_annotation=handled,
         schedule_since=max(since, created),
         now=now,
+        data=dataset_change(retraining, dataset_version, dataset_baseline(status, runs)),
     )
     if not retraining.enabled or not fired:
         return TriggerDecision(None, fired, None if not fired else "retraining is disabled")
@@ -425,6 +474,7 @@ def build_trainingjob(
         run_policy=tpl.run_policy,
         resources=tpl.resources,
         image=tpl.image,
+        storage=tpl.storage,
         trigger=trigger,
         champion=champion if gate.enabled else None,
         champion_gate=gate if gate.enabled and champion else None,
@@ -607,6 +657,8 @@ class Observed:
     canary_stats: CanaryStats | None
     # The kubeloop.io/rollback annotation: the loop canary a user asked to roll back.
     rollback_request: str | None = None
+    # The template dataset's version as the operator read it (None: not watched, unknown).
+    dataset_version: str | None = None
 
 
 @dataclass
@@ -968,7 +1020,14 @@ def plan(obs: Observed, now: dt.datetime) -> Plan:
                 created=obs.created,
                 canary_in_flight=canary_in_flight,
                 now=now,
+                dataset_version=obs.dataset_version,
             )
+        # The first version seen is the baseline; a run started for new data moves it.
+        baseline = dataset_baseline(st, runs)
+        if obs.dataset_version and baseline is None:
+            p.status["datasetVersion"] = obs.dataset_version
+        elif baseline is not None and baseline != st.get("datasetVersion"):
+            p.status["datasetVersion"] = baseline
         if decision.fire is not None and obs.model is not None:
             index = (
                 max(
@@ -998,6 +1057,8 @@ def plan(obs: Observed, now: dt.datetime) -> Plan:
             p.status["activeRetrains"] = [*active, name]
             if f.signal == "manual":
                 p.status["retrainRequestHandled"] = f.value
+            if obs.dataset_version:  # every run trains on the data as it is now
+                p.status["datasetVersion"] = obs.dataset_version
             retraining_cond = Condition(
                 COND_RETRAINING,
                 "True",

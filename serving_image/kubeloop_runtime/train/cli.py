@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output",
         default=os.environ.get(ENV_OUTPUT),
-        help="directory, file:///abs/dir or pvc://<claim>/<path> to write the artifacts to"
+        help="directory, file:///abs/dir, pvc://<claim>/<path> or s3://<bucket>/<prefix>"
+        " (also gs://, az://) to write the artifacts to"
         f" (default: ${ENV_OUTPUT})",
     )
     p.add_argument(
@@ -158,7 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 (output.directory / MODEL_VERSION_FILE).write_text(
                     yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8"
                 )
-        except OSError as e:
+            # In place for a directory or a volume; an upload for an object store.
+            output.publish(RESULT_FILE)
+            if manifest is not None:
+                output.publish(MODEL_VERSION_FILE)
+        except (OSError, ArtifactError, TrainError) as e:
             log.warning("Could not write result.json or modelversion.yaml: %s", e)
     write_termination_log(termination_message(result), args.termination_log)
     sys.stdout.write(document + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ from urllib.parse import urlsplit
 import pandas as pd
 import sklearn.datasets
 
-from kubeloop_runtime import api
+from kubeloop_runtime import api, storage
 from kubeloop_runtime.artifacts import sha256_file
-from kubeloop_runtime.train.errors import DataError, InvalidSpecError
+from kubeloop_runtime.train.errors import DataError, InvalidSpecError, StorageAccessError
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,58 @@ def _load_url(url: str, fmt: str | None) -> Loaded:
     return Loaded(frame=frame, sha256=digest, source=url)
 
 
+_DATA_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def _load_object(uri: str, fmt: str | None) -> Loaded:
+    """One object, or every .csv/.parquet object under a prefix (a URI ending in ``/``).
+
+    Each object is streamed to a temporary file (hashed as it streams), parsed from there
+    and deleted. A prefix's objects are read in key order and concatenated; the
+    fingerprint is then the sha256 of their URIs and digests.
+    """
+    field = "spec.dataset.uri"
+    try:
+        if uri.endswith("/"):
+            wanted = (
+                (".parquet", ".pq") if fmt == "parquet" else (".csv",) if fmt else _DATA_SUFFIXES
+            )
+            objects = [o for o in storage.list_prefix(uri) if o.uri.lower().endswith(wanted)]
+            if not objects:
+                raise StorageAccessError(
+                    field,
+                    "NoSuchKey",
+                    f"no {' or '.join(wanted)} objects under {uri}",
+                )
+        else:
+            objects = [storage.ObjectInfo(uri=uri, size=0, etag="")]
+        frames: list[pd.DataFrame] = []
+        digests: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="kubeloop-dataset-") as tmp:
+            for i, obj in enumerate(objects):
+                name = PurePosixPath(urlsplit(obj.uri).path).name
+                local = Path(tmp) / f"{i}-{name}"
+                sha, size = storage.download(obj.uri, local)
+                if size == 0:
+                    raise DataError(f"{field}: object {obj.uri} is empty")
+                frames.append(_parse(str(local), _format_of(name, fmt), repr(obj.uri)))
+                digests.append(sha)
+                local.unlink()
+    except storage.StorageError as e:
+        raise StorageAccessError(field, e.cause, str(e)) from e
+    if len(frames) == 1:
+        return Loaded(frame=frames[0], sha256=digests[0], source=uri)
+    columns = [list(f.columns) for f in frames]
+    if any(c != columns[0] for c in columns):
+        odd = next(o.uri for o, c in zip(objects, columns, strict=True) if c != columns[0])
+        raise DataError(f"{field}: {odd} has other columns than {objects[0].uri}")
+    combined = hashlib.sha256()
+    for obj, sha in zip(objects, digests, strict=True):
+        combined.update(f"{obj.uri}\x1f{sha}\x1e".encode())
+    frame = pd.concat(frames, ignore_index=True)
+    return Loaded(frame=frame, sha256=combined.hexdigest(), source=uri)
+
+
 def frame_fingerprint(frame: pd.DataFrame) -> str:
     """A canonical sha256 of a frame: column names, dtypes, then pandas' row hashes."""
     digest = hashlib.sha256()
@@ -122,6 +175,8 @@ def load_dataset(spec: api.DatasetSpec, data_root: Path) -> Loaded:
         return _load_builtin(spec.builtin)
     if spec.url is not None:
         return _load_url(spec.url, spec.format)
+    if spec.uri is not None:
+        return _load_object(spec.uri, spec.format)
     if spec.config_map is not None:
         cm = spec.config_map
         return _load_file(

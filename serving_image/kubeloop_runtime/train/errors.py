@@ -26,6 +26,32 @@ class DataError(TrainError):
     exit_code = api.EXIT_INVALID
 
 
+# The reason of each object-store failure (the cause is in the message too).
+STORAGE_REASONS = {
+    "NoSuchBucket": "BucketNotFound",
+    "NoSuchKey": "ObjectNotFound",
+    "AccessDenied": "StorageAccessDenied",
+    "Unreachable": "StorageUnreachable",
+    "InvalidURI": "InvalidSpec",
+    "Error": "StorageError",
+}
+
+
+class StorageAccessError(TrainError):
+    """An object store refused a read or write; ``field`` names the spec field it serves.
+
+    Missing buckets and objects, refused credentials and bad URIs fail the Job at once
+    (retrying cannot fix them); an unreachable endpoint or another error may be retried.
+    """
+
+    def __init__(self, field: str, cause: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.reason = STORAGE_REASONS.get(cause, "StorageError")
+        self.exit_code = (
+            api.EXIT_UNEXPECTED if cause in ("Unreachable", "Error") else api.EXIT_INVALID
+        )
+
+
 class DataValidationError(TrainError):
     """spec.validation found anomalies and its policy is ``fail``; ``validation`` lists them."""
 

@@ -197,8 +197,9 @@ def train(
     """
     started = time.monotonic()
     task = spec.estimator.task
-    # Fail fast on the estimator before reading any data.
+    # Fail fast on the estimator and the output store before reading any data.
     pipeline.make_estimator(spec.estimator, spec.evaluation.seed)
+    output.check()
 
     loaded = data_mod.load_dataset(spec.dataset, data_root)
     dataset_info = loaded.info()
