@@ -186,21 +186,32 @@ def operator_kubeconfig(cluster: Cluster, dest: Path) -> Path:
         OPERATOR_NAMESPACE,
         "--duration=24h",
     ).stdout.strip()
+    return token_kubeconfig(cluster, token, OPERATOR_SERVICE_ACCOUNT, dest, context="operator")
+
+
+def token_kubeconfig(
+    cluster: Cluster,
+    token: str,
+    user: str,
+    dest: Path,
+    *,
+    context: str | None = None,
+    namespace: str | None = None,
+) -> Path:
+    """A kubeconfig for the cluster that authenticates with a bearer ``token`` only."""
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
     cl = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])
+    context_body = {"cluster": "kubeloop", "user": user}
+    if namespace:
+        context_body["namespace"] = namespace
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kubeloop", "cluster": cl["cluster"]}],
-        "users": [{"name": OPERATOR_SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": "operator",
-                "context": {"cluster": "kubeloop", "user": OPERATOR_SERVICE_ACCOUNT},
-            }
-        ],
-        "current-context": "operator",
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": context or user, "context": context_body}],
+        "current-context": context or user,
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(cfg))
