@@ -178,7 +178,10 @@ def chart(
     )
 
 
-def model_page(p: views.ModelPage, *, tj_readable: bool = True) -> str:
+PAGE_SIZE = 100  # version rows per page: the chart covers every version
+
+
+def model_page(p: views.ModelPage, *, tj_readable: bool = True, page_no: int = 1) -> str:
     if not p.rows:
         return f"<h1>Model {e(p.model)}</h1><p>No versions of this model.</p>"
     metric_select = "".join(
@@ -201,8 +204,23 @@ def model_page(p: views.ModelPage, *, tj_readable: bool = True) -> str:
         '<th scope="col">Libraries</th><th scope="col">Trained by</th>'
         '<th scope="col">Created</th>'
     )
+    pages = max(1, -(-len(p.rows) // PAGE_SIZE))
+    page_no = min(max(1, page_no), pages)
+    shown = p.rows[(page_no - 1) * PAGE_SIZE : page_no * PAGE_SIZE]
+    metric_q = f"&amp;metric={quote(p.chart_metric)}" if p.chart_metric else ""
+    pager = (
+        '<nav aria-label="Version pages"><ul class="pager">'
+        + "".join(
+            f'<li><a href="/models/{quote(p.model)}?page={n}{metric_q}"'
+            f"{CURRENT if n == page_no else ''}>{n}</a></li>"
+            for n in range(1, pages + 1)
+        )
+        + "</ul></nav>"
+        if pages > 1
+        else ""
+    )
     rows = []
-    for r in p.rows:
+    for r in shown:
         libs = " ".join(f"{k} {v}" for k, v in r.libraries.items()) or NONE
         tj = e(r.training_job) if r.training_job else NONE
         rows.append(
@@ -221,7 +239,8 @@ def model_page(p: views.ModelPage, *, tj_readable: bool = True) -> str:
         )
     return (
         f"<h1>Model {e(p.model)}</h1>"
-        f"<p>{len(p.rows)} versions, newest first.</p>"
+        f"<p>{len(p.rows)} versions, newest first"
+        f"{f'; page {page_no} of {pages}' if pages > 1 else ''}.</p>"
         f"<section aria-labelledby=chart-h><h2 id=chart-h>{e(p.chart_metric or 'Metrics')} "
         f"by version</h2>{form}{chart(p.chart_metric, p.points) if p.chart_metric else ''}"
         "</section>"
@@ -230,7 +249,7 @@ def model_page(p: views.ModelPage, *, tj_readable: bool = True) -> str:
         f'<p><button type="submit" form="compare">Compare selected</button></p>'
         '<div class="scroll" tabindex="0" role="region" aria-label="versions table">'
         f'<table class="versions"><caption>Versions of {e(p.model)}</caption><thead><tr>{head}'
-        f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div></section>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>{pager}</section>"
     )
 
 

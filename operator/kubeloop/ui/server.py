@@ -47,6 +47,13 @@ class Response:
     content_type: str = "text/html; charset=utf-8"
 
 
+def _int(values: list[str] | None, default: int = 1) -> int:
+    try:
+        return int((values or [str(default)])[0])
+    except ValueError:
+        return default
+
+
 def _html(status: int, text: str) -> Response:
     return Response(status, text.encode())
 
@@ -75,7 +82,9 @@ class Pages:
             return self.models()
         head, rest = parts[0], parts[1:]
         handlers: dict[tuple[str, int], Callable[[], Response]] = {
-            ("models", 1): lambda: self.model(rest[0], next(iter(query.get("metric") or []), None)),
+            ("models", 1): lambda: self.model(
+                rest[0], next(iter(query.get("metric") or []), None), _int(query.get("page"))
+            ),
             ("compare", 0): lambda: self.compare(query.get("v") or []),
             ("versions", 1): lambda: self.version(rest[0]),
             ("services", 0): self.services,
@@ -94,7 +103,7 @@ class Pages:
         body = denied or render.models_page(views.models(self.src.objects("ModelVersion")))
         return self._page("Models", body, "models")
 
-    def model(self, model: str, metric: str | None) -> Response:
+    def model(self, model: str, metric: str | None, page_no: int = 1) -> Response:
         denied = self._denied("ModelVersion", "ModelVersions")
         if denied:
             return self._page(model, denied, "models")
@@ -102,7 +111,11 @@ class Pages:
         if not p.rows:
             return self._not_found(f"Model {model}")
         tj_readable = bool(self.src.permitted.get("TrainingJob"))
-        return self._page(f"Model {model}", render.model_page(p, tj_readable=tj_readable), "models")
+        return self._page(
+            f"Model {model}",
+            render.model_page(p, tj_readable=tj_readable, page_no=page_no),
+            "models",
+        )
 
     def compare(self, names: list[str]) -> Response:
         denied = self._denied("ModelVersion", "ModelVersions")
