@@ -7,6 +7,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 need_apt=()
+# The UI's browser tests (tests/integration/test_ui.py) drive Debian's chromium.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 # The real node (hack/node.sh) and the images it runs (hack/images.sh).

@@ -8,6 +8,7 @@ kubeconfig context (``--kubeconfig``, ``--context`` and ``-n`` work as in kubect
     kubectl kubeloop retrain <isvc>     ask the closed loop to retrain now (annotation)
     kubectl kubeloop promote <isvc>     promote the running canary now
     kubectl kubeloop rollback <isvc>    drop the running canary
+    kubectl kubeloop ui                 a local, read-only web page of all of it (docs/ui.md)
 
 The formatting functions are pure and unit-tested; the commands are thin.
 """
@@ -316,6 +317,36 @@ def cmd_rollback(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the read-only web page on 127.0.0.1 until interrupted."""
+    import webbrowser  # noqa: PLC0415
+
+    from kubeloop.ui import server, source  # noqa: PLC0415
+
+    kube, ns = _kube(args), _namespace(args)
+    src = source.Source(kube, ns)
+    src.start()
+    try:
+        httpd = server.serve(server.Pages(src, prometheus=args.prometheus), args.port)
+    except OSError as e:
+        raise CliError(f"cannot listen on 127.0.0.1:{args.port}: {e.strerror}") from e
+    denied = [k for k, ok in src.permitted.items() if not ok]
+    out.write(f"Serving Kubeloop's UI for namespace {ns} on {httpd.url}\n")
+    if denied:
+        out.write(f"Not permitted to list {', '.join(denied)}: not shown\n")
+    out.flush()
+    if not args.no_open:
+        webbrowser.open(httpd.url)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+        src.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kubectl kubeloop", description="Kubeloop's registry and closed loop from kubectl."
@@ -338,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "retrain":
             sp.add_argument("--value", help="the annotation value (default: the current time)")
         sp.set_defaults(func=func)
+    u = sub.add_parser("ui", help="a local, read-only web page of the registry and the loop")
+    u.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
+    u.add_argument("--no-open", action="store_true", help="do not open a browser")
+    u.add_argument(
+        "--prometheus", default=None, help="Prometheus URL to read drift series from (optional)"
+    )
+    u.set_defaults(func=cmd_ui)
     # kubectl passes global flags after the subcommand too: accept them there.
     for sp in sub.choices.values():
         sp.add_argument("-n", "--namespace", dest="namespace", default=argparse.SUPPRESS)

@@ -142,13 +142,16 @@ class Kube:
         body: Any = None,
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        timeout: float | None = None,
     ) -> Obj:
         if method in WRITE_METHODS and self.write_guard is not None and not self.write_guard():
             raise NotLeaderError(f"{method} {url}: this replica is not the leader")
         attempt = 0
         while True:
             try:
-                data = self._send(method, url, body=body, query=query, content_type=content_type)
+                data = self._send(
+                    method, url, body=body, query=query, content_type=content_type, timeout=timeout
+                )
                 break
             except ApiException as e:
                 _count(self.requests_total, method, e.status or "<error>")

@@ -185,27 +185,43 @@ def operator_kubeconfig(cluster: Cluster, dest: Path) -> Path:
     cluster.kubectl(
         "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
     )
-    return token_kubeconfig(cluster, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, dest)
+    return service_account_kubeconfig(cluster, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, dest)
 
 
-def token_kubeconfig(cluster: Cluster, namespace: str, service_account: str, dest: Path) -> Path:
-    """A kubeconfig for the admin's cluster that authenticates as ``service_account`` with
-    a TokenRequest token: that account's permissions, no more."""
+def service_account_kubeconfig(
+    cluster: Cluster, namespace: str, service_account: str, dest: Path
+) -> Path:
+    """A kubeconfig that authenticates as ``service_account`` with a TokenRequest token:
+    that account's permissions, no more."""
     token = cluster.kubectl(
         "create", "token", service_account, "-n", namespace, "--duration=24h"
     ).stdout.strip()
+    return token_kubeconfig(cluster, token, service_account, dest)
+
+
+def token_kubeconfig(
+    cluster: Cluster,
+    token: str,
+    user: str,
+    dest: Path,
+    *,
+    context: str | None = None,
+    namespace: str | None = None,
+) -> Path:
+    """A kubeconfig for the cluster that authenticates with a bearer ``token`` only."""
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
     cl = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])
+    context_body = {"cluster": "kubeloop", "user": user}
+    if namespace:
+        context_body["namespace"] = namespace
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kubeloop", "cluster": cl["cluster"]}],
-        "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [
-            {"name": service_account, "context": {"cluster": "kubeloop", "user": service_account}}
-        ],
-        "current-context": service_account,
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": context or user, "context": context_body}],
+        "current-context": context or user,
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(cfg))

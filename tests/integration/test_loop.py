@@ -36,7 +36,7 @@ from tests.integration.harness import (
     OperatorProcess,
     condition,
     is_true,
-    token_kubeconfig,
+    service_account_kubeconfig,
     wait_for,
 )
 
@@ -436,7 +436,7 @@ def editor_kubeconfig(cluster: Cluster, ns: str, dest: Path) -> Path:
             "create", "rolebinding", role, f"--clusterrole={role}",
             f"--serviceaccount={ns}:ml-engineer", "-n", ns,
         )  # fmt: skip
-    return token_kubeconfig(cluster, ns, "ml-engineer", dest)
+    return service_account_kubeconfig(cluster, ns, "ml-engineer", dest)
 
 
 def test_an_editor_retrains_rolls_back_and_promotes_with_the_plugin(
