@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -77,6 +78,20 @@ def test_shipped_spec_trains_and_passes_its_gate(
         target = data_root / "configmap" / ds.config_map.key
         target.parent.mkdir(parents=True)
         target.write_text(maps[ds.config_map.name][ds.config_map.key])
+    elif ds.uri is not None:
+        # An object-store example ships its files in data/: train on all of them (what
+        # the prefix holds once every file has landed), written locally.
+        files = sorted((source.parent / "data").glob("*.csv"))
+        assert files, f"{where}: {ds.uri} has no data shipped beside it"
+        local = tmp_path / "all.csv"
+        pd.concat([pd.read_csv(f) for f in files]).to_csv(local, index=False)
+        spec = spec.model_copy(
+            update={
+                "dataset": ds.model_copy(update={"uri": None, "path": str(local)}),
+                "artifact": spec.artifact.model_copy(update={"uri": None}),
+                "storage": None,
+            }
+        )
     else:
         assert ds.builtin is not None or ds.path is not None, f"{where}: needs a cluster"
     result = train(spec, Output.open(str(tmp_path / "out")), data_root)
