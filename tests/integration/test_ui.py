@@ -16,7 +16,9 @@ import pytest
 
 from kubeloop.kube import Kube
 from kubeloop_runtime import api
-from tests.integration.harness import Cluster, wait_for
+from tests.integration.harness import Cluster, OperatorProcess, wait_for
+from tests.integration.test_dashboards_live import PROMETHEUS_CONFIG
+from tests.integration.test_loop import FEATURE, ISVC, World, retraining_policy, rows
 from tests.integration.ui_harness import (
     UIProcess,
     chromium,
@@ -28,6 +30,7 @@ from tests.integration.ui_harness import (
     role_kubeconfig,
     training_job,
 )
+from tests.prometheus_runner import Prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "docs" / "images" / "ui"
@@ -279,3 +282,54 @@ def test_a_user_who_may_read_only_modelversions_sees_nothing_else(
         assert "not permitted to read TrainingJobs" in page.locator("ol.lineage").inner_text()
         assert SECRET_MESSAGE not in page.content()
         page.close()
+
+
+def test_drift_per_feature_from_prometheus_scraping_the_real_servers(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    artifacts_pvc: str,
+    kubelet: Any,
+    operator: OperatorProcess,
+    tmp_path: Path,
+    browser: Any,
+) -> None:
+    """``--prometheus``: the drift section reads the drift series a real Prometheus scraped
+    (with the shipped relabel rules) from the real kubeloop-serve processes behind the pods;
+    the one feature the traffic shifted is shown drifted, the others not. (The pods'
+    own reports come through the API server's pod proxy, which refuses the kwok tier's
+    loopback pod addresses: test_real_node.py checks that path on real pods.)"""
+    w = World(kube, namespace, kubelet, operator)
+    w.shifted_dataset()
+    w.train_v1()
+    w.serve(retraining_policy(triggers={"drift": False}))
+    # A full window (60 rows) on every pod: iris spread evenly over its three classes (the
+    # file is sorted by class), with petal length shifted by 2 std.
+    shifted = rows(2.0)
+    window = [shifted[i * len(shifted) // 60] for i in range(60)]
+    for ip in w.pod_ips("stable"):
+        assert len(w.predict(ip, window)) == 60
+
+    pods = [
+        p
+        for p in kube.list("v1", "Pod", namespace, labels={api.LABEL_INFERENCESERVICE: ISVC})
+        if (p.get("status") or {}).get("podIP")
+    ]
+    prom = Prometheus.from_cluster_config(tmp_path / "prometheus", PROMETHEUS_CONFIG)
+    with prom:
+        prom.discover(pods)
+        prom.wait_for_targets(
+            lambda ts: len([t for t in ts if t["labels"]["job"] == "kubeloop-predictors"]) == 3,
+            what="the three predictor pods",
+        )
+        prom.wait_for_scrapes(2)
+        extra = ["--prometheus", prom.url]
+        with UIProcess(cluster.kubeconfig, namespace, tmp_path / "ui-prom", extra=extra) as ui:
+            page = browser.new_page()
+            page.goto(ui.url + f"services/{ISVC}")
+            page.wait_for_selector("#drift[data-loaded='1']", timeout=15000)
+            from_prom = page.locator("#drift table.drift", has_text="From Prometheus")
+            assert from_prom.count() == 1, page.locator("#drift").inner_text()
+            drifted = from_prom.locator("tr.drifted th[scope=row]").all_inner_texts()
+            assert drifted == [FEATURE], from_prom.inner_text()
+            page.close()
