@@ -66,6 +66,10 @@ class Faults:
     gone: float = 0.0  # watches only
     gone_mid: float = 0.0  # watches only
     retry_after: int = 1
+    # After this many requests, a kind with a rate above 0 that has not been drawn yet is
+    # injected on the next request it applies to: every kind happens in every run, however
+    # the seeded draws fell on the requests this run happened to make (None: rates only).
+    every_kind_after: int | None = None
     slow_seconds: tuple[float, float] = (0.5, 1.5)
     mid_stream_seconds: tuple[float, float] = (0.5, 3.0)
 
@@ -194,6 +198,12 @@ class FaultProxy:
         with self._lock:
             self.requests += 1
             u, t = self._rng.random(), self._rng.random()
+            after = self.faults.every_kind_after
+            if after is not None and self.requests > after:
+                for name, rate in self.faults.rates(watch):
+                    if rate > 0 and self.injected[name] == 0:
+                        self.injected[name] += 1
+                        return name, t
             acc = 0.0
             for name, rate in self.faults.rates(watch):
                 acc += rate

@@ -161,6 +161,7 @@ API_FAULTS = Faults(
     drop_after=0.01,
     gone=0.05,
     gone_mid=0.15,
+    every_kind_after=40,  # a run makes 150 to 200 requests, some 20 of them watches
 )
 
 
