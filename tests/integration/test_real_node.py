@@ -421,33 +421,6 @@ def test_prediction_through_the_cluster_ip(
         )
 
 
-def test_the_ui_shows_drift_from_the_real_pod_through_the_pod_proxy(
-    installed: None, cluster: Cluster, core: client.CoreV1Api, kube: Kube, tmp_path: Path
-) -> None:
-    """`kubectl kubeloop ui` asks the real serving pod for its drift report through the API
-    server's pod proxy (the kwok tier's loopback pod addresses are refused by it): a window
-    of iris spread over its classes with petal length shifted shows that feature alone."""
-    if kube.get(api.API_VERSION, "InferenceService", "default", "iris") is None:
-        pytest.fail("needs the walkthrough's InferenceService (test order)")
-    (pod,) = pods(core, "default", f"{api.LABEL_INFERENCESERVICE}=iris")
-    shifted = rows(2.0)
-    window = [shifted[i * len(shifted) // 200] for i in range(200)]  # the example's window
-    got = http_json(
-        f"http://{pod.status.pod_ip}:8080/v1/models/iris:predict",
-        json.dumps({"instances": window}),
-    )
-    assert len(got["predictions"]) == 200
-    with chromium() as browser, UIProcess(cluster.kubeconfig, "default", tmp_path) as ui:
-        page = browser.new_page()
-        page.goto(ui.url + "services/iris")
-        page.wait_for_selector("#drift[data-loaded='1']", timeout=30000)
-        tables = page.locator("#drift table.drift")
-        assert tables.count() == 1, page.locator("#drift").inner_text()
-        drifted = tables.nth(0).locator("tr.drifted th[scope=row]").all_inner_texts()
-        assert drifted == [FEATURE], tables.nth(0).inner_text()
-        page.close()
-
-
 def _try_json(url: str, body: str) -> Any:
     try:
         return http_json(url, body, timeout=5)
@@ -521,6 +494,33 @@ class RealWorld(World):
                 f"{e}\nstatus: {json.dumps(self.status(), indent=1)}\n"
                 f"--- operator ---\n{log.stdout}"
             ) from e
+
+
+def test_the_ui_shows_drift_from_the_real_pod_through_the_pod_proxy(
+    installed: None, cluster: Cluster, core: client.CoreV1Api, kube: Kube, tmp_path: Path
+) -> None:
+    """`kubectl kubeloop ui` asks the real serving pod for its drift report through the API
+    server's pod proxy (the kwok tier's loopback pod addresses are refused by it): a window
+    of iris spread over its classes with petal length shifted shows that feature alone."""
+    if kube.get(api.API_VERSION, "InferenceService", "default", "iris") is None:
+        pytest.fail("needs the walkthrough's InferenceService (test order)")
+    (pod,) = pods(core, "default", f"{api.LABEL_INFERENCESERVICE}=iris")
+    shifted = rows(2.0)
+    window = [shifted[i * len(shifted) // 200] for i in range(200)]  # the example's window
+    got = http_json(
+        f"http://{pod.status.pod_ip}:8080/v1/models/iris:predict",
+        json.dumps({"instances": window}),
+    )
+    assert len(got["predictions"]) == 200
+    with chromium() as browser, UIProcess(cluster.kubeconfig, "default", tmp_path) as ui:
+        page = browser.new_page()
+        page.goto(ui.url + "services/iris")
+        page.wait_for_selector("#drift[data-loaded='1']", timeout=30000)
+        tables = page.locator("#drift table.drift")
+        assert tables.count() == 1, page.locator("#drift").inner_text()
+        drifted = tables.nth(0).locator("tr.drifted th[scope=row]").all_inner_texts()
+        assert drifted == [FEATURE], tables.nth(0).inner_text()
+        page.close()
 
 
 def kill_operator_container(core: client.CoreV1Api) -> tuple[str, int]:
