@@ -35,7 +35,7 @@ from kubeloop_runtime import api, storage
 from tests import s3server
 from tests.integration.harness import Cluster, OperatorProcess, condition, is_true, wait_for
 from tests.integration.test_examples import readme_commands
-from tests.integration.test_loop import CANARY, ISVC, STABLE, World, rows
+from tests.integration.test_loop import CANARY, ISVC, STABLE, World, finished, rows
 from tests.s3server import S3Server
 
 s3_server = s3server.s3_server  # the session's versitygw on loopback
@@ -112,11 +112,6 @@ def trainingjob(ns: str, name: str, **spec: Any) -> dict[str, Any]:
             **spec,
         },
     }
-
-
-def finished(w: World, name: str) -> dict[str, Any] | None:
-    tj = w.get("TrainingJob", name)
-    return tj if condition(tj, "Succeeded").get("status") in ("True", "False") else None
 
 
 def test_iris_walkthrough_on_s3(
