@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: help up down deps build build-control-plane cluster-up cluster-down node-up node-down lint test test-unit test-integration bench kind-up kind-down
+.PHONY: help up down deps protos build build-control-plane cluster-up cluster-down node-up node-down lint test test-unit test-integration bench kind-up kind-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -32,7 +32,10 @@ node-up: ## Start the real node (kubelet, containerd, kube-proxy) and import the
 node-down: ## Stop the real node and remove every pod, mount, cgroup, bridge and rule it made
 	hack/node.sh down
 
-lint: ## ruff, formatting, mypy --strict and the import-layer contracts
+protos: ## Generate the Open Inference Protocol's gRPC modules into the source tree (setup.py does it in every build)
+	$(PYTHON) setup.py protos
+
+lint: protos ## ruff, formatting, mypy --strict and the import-layer contracts
 	ruff check .
 	ruff format --check .
 	mypy
@@ -44,7 +47,7 @@ build: ## Build the local cluster's binaries and images side by side (cached)
 test: deps build lint ## Everything CI runs: deps, the local cluster's build, lint, types and the whole suite
 	hack/run-tests.sh $(PYTEST_ARGS)
 
-test-unit: ## Unit tests only (no cluster)
+test-unit: protos ## Unit tests only (no cluster)
 	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: ## The benchmarks (training overhead, serving throughput vs KServe and MLServer)

@@ -240,9 +240,9 @@ our_key() {
   local dockerfile=$1
   {
     declare -f build_ours
-    (cd "${repo}" && find pyproject.toml README.md .dockerignore "${dockerfile}" operator/kubeloop \
+    (cd "${repo}" && find pyproject.toml setup.py README.md .dockerignore "${dockerfile}" operator/kubeloop \
       serving_image/kubeloop_runtime -type f ! -path '*/__pycache__/*' ! -name '*.py[co]' \
-      ! -path '*/.*_cache/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+      ! -path '*/.*_cache/*' ! -name '*_pb2*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     image_id "${base_image}"
   } | sha
 }

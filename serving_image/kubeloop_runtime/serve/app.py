@@ -64,6 +64,8 @@ class App:
         self.version = settings.version
         self.max_body = settings.max_body_bytes
         self._openapi = orjson.dumps(openapi_document(settings, dataplane))
+        # Awaited at shutdown, after HTTP drained and before the data plane closes.
+        self.before_close: list[Callable[[], Awaitable[None]]] = []
         self._fixed: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[None]]]] = {
             "/v2/health/live": (("GET",), self._live),
             "/v2/health/ready": (("GET",), self._ready),
@@ -88,6 +90,8 @@ class App:
                 self.dp.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                for hook in self.before_close:  # e.g. the gRPC server draining its calls
+                    await hook()
                 await self.dp.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -311,7 +315,7 @@ class App:
 
     async def _server_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_json(
-            send, 200, {"name": SERVER_NAME, "version": _server_version(), "extensions": []}
+            send, 200, {"name": SERVER_NAME, "version": server_version(), "extensions": []}
         )
 
     async def _v1_list(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -354,7 +358,7 @@ def json_problem(e: orjson.JSONDecodeError) -> str:
     return f"{e.msg} at {where}"
 
 
-def _server_version() -> str:
+def server_version() -> str:
     try:
         return importlib.metadata.version("kubeloop")
     except importlib.metadata.PackageNotFoundError:

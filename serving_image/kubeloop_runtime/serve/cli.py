@@ -1,18 +1,23 @@
 """``kubeloop-serve``: the composition root of the model server.
 
-Parse settings once, verify and load the model and bind the port (any failure, a port
+Parse settings once, verify and load the model and bind the ports (any failure, a port
 in use included: a clear message on stderr and exit code 2), wire the data plane, metrics
-and monitoring, then serve with uvicorn (one worker, uvloop, httptools). SIGTERM drains in-flight
-requests (uvicorn's graceful shutdown) before the process exits.
+and monitoring, then serve HTTP with uvicorn (one worker, uvloop, httptools) and the Open
+Inference Protocol's gRPC service with grpc.aio, both in ONE event loop over ONE data plane
+(one micro-batcher: HTTP and gRPC requests share batches). SIGTERM drains both: the gRPC
+health turns NOT_SERVING and new calls are refused while HTTP stops accepting; in-flight
+requests of either protocol finish (30 s at most) before the data plane closes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
@@ -28,6 +33,7 @@ from kubeloop_runtime.serve.settings import ServeSettings, parse_settings
 log = logging.getLogger("kubeloop_runtime.serve")
 
 EXIT_STARTUP = 2
+GRACEFUL_SHUTDOWN_S = 30
 
 
 def build(
@@ -108,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
         log_config=None,  # uvicorn's loggers propagate to our JSON handler
     )
@@ -124,8 +130,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_STARTUP
     server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        return runner.run(_serve(settings, app, dataplane, server, sock))
+
+
+async def _serve(
+    settings: ServeSettings, app: App, dataplane: DataPlane, server: Any, sock: socket.socket
+) -> int:
+    """HTTP (uvicorn ``server`` on ``sock``) and gRPC in this event loop until SIGTERM."""
+    grpc_server = None
+    if settings.grpc_port is not None:
+        from kubeloop_runtime.serve.grpc_server import GrpcServer  # noqa: PLC0415
+
+        grpc_server = GrpcServer(settings, dataplane, grace_s=GRACEFUL_SHUTDOWN_S)
+        try:
+            port = await grpc_server.start()
+        except OSError as e:
+            log.error("Refused to start: %s", e)
+            print(f"kubeloop-serve: refused to start: {e}", file=sys.stderr)
+            sock.close()
+            return EXIT_STARTUP
+        log.info("Serving the Open Inference Protocol over gRPC on %s:%d", settings.host, port)
+        app.before_close.append(grpc_server.stop)
+    watcher = asyncio.create_task(_stop_grpc_on_exit(server, grpc_server))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+        if grpc_server is not None:
+            await grpc_server.stop()
     return 0
+
+
+async def _stop_grpc_on_exit(server: Any, grpc_server: Any) -> None:
+    """Begin the gRPC drain as soon as uvicorn begins its own (it polls every 0.1 s too)."""
+    while not server.should_exit:
+        await asyncio.sleep(0.05)
+    if grpc_server is not None:
+        grpc_server.begin_stop()
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -1,7 +1,10 @@
-"""Typed errors of the serving runtime, each carrying the HTTP status it maps to.
+"""Typed errors of the serving runtime, each carrying the HTTP status and the gRPC status
+code (a ``grpc.StatusCode`` name) it maps to.
 
 The app has ONE handler that turns a :class:`ServeError` into ``{"error": message}``
-with its status; anything else escaping a route is a bug, logged and answered with 500.
+with its status; the gRPC service has one that aborts the call with ``grpc_code`` and the
+same message. Anything else escaping a route is a bug, logged and answered with 500
+(gRPC: INTERNAL). The gRPC codes follow google.rpc.Code's own HTTP mapping.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ class ServeError(Exception):
     """Base of the errors a client can cause; ``status`` is the HTTP status code."""
 
     status: int = 400
+    grpc_code: str = "INVALID_ARGUMENT"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -31,14 +35,17 @@ class MalformedBodyError(ServeError):
 
 class ModelNotFoundError(ServeError):
     status = 404
+    grpc_code = "NOT_FOUND"
 
 
 class RouteNotFoundError(ServeError):
     status = 404
+    grpc_code = "NOT_FOUND"
 
 
 class MethodNotAllowedError(ServeError):
     status = 405
+    grpc_code = "UNIMPLEMENTED"
 
     def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
         super().__init__(message)
@@ -47,6 +54,7 @@ class MethodNotAllowedError(ServeError):
 
 class PayloadTooLargeError(ServeError):
     status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
 
 
 class UnsupportedMediaTypeError(ServeError):
@@ -55,6 +63,7 @@ class UnsupportedMediaTypeError(ServeError):
 
 class NotReadyError(ServeError):
     status = 503
+    grpc_code = "UNAVAILABLE"
 
 
 class StartupError(Exception):
@@ -65,10 +74,12 @@ class UnknownRequestIdError(ServeError):
     """Feedback for a request id the server does not remember."""
 
     status = 404
+    grpc_code = "NOT_FOUND"
 
 
 class ConflictError(ServeError):
     status = 409
+    grpc_code = "ALREADY_EXISTS"
 
 
 class UnprocessableError(ServeError):
@@ -79,6 +90,8 @@ class UnprocessableError(ServeError):
 
 class NonFiniteOutputError(UnprocessableError):
     """The model's output for a row is not finite (NaN or infinite): never answered 200."""
+
+    grpc_code = "OUT_OF_RANGE"
 
 
 class ModelInputError(UnprocessableError):

@@ -13,6 +13,7 @@ is a missing value, accepted only for features the model's pipeline imputes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -267,7 +268,13 @@ class Codec:
             )
         return flag
 
-    def decode_v2(self, body: Any) -> Decoded:
+    def decode_v2(self, body: Any, data_fields: Sequence[str] | None = None) -> Decoded:
+        """Validate a V2 request body (parsed JSON, or a gRPC request as its JSON equivalent).
+
+        ``data_fields`` names where each input's values came from, for messages (the gRPC
+        path: ``inputs[0].contents.fp64_contents``, ``raw_input_contents[0]``); by default
+        ``inputs[i].data``.
+        """
         if type(body) is not dict:
             raise InvalidInputError("body: expected a JSON object with 'inputs'")
         unknown = set(body) - {"id", "inputs", "outputs", "parameters"}
@@ -294,8 +301,13 @@ class Codec:
         for i, t in enumerate(inputs):
             if type(t) is not dict:
                 raise InvalidInputError(f"inputs[{i}]: expected a tensor object, got {_show(t)}")
+        fields = (
+            list(data_fields)
+            if data_fields is not None
+            else [f"inputs[{i}].data" for i in range(len(inputs))]
+        )
         if len(inputs) == 1 and inputs[0].get("name") not in self.index:
-            x = self._tensor(inputs[0])
+            x = self._tensor(inputs[0], fields[0])
         elif len(inputs) == 1 and self.n_features > 1:
             raise InvalidInputError(
                 f"inputs: one tensor named {inputs[0].get('name')!r} like a feature; send one"
@@ -303,7 +315,7 @@ class Codec:
                 f" ({', '.join(self.names)})"
             )
         else:
-            x = self._columns(inputs)
+            x = self._columns(inputs, fields)
         return Decoded(x, want, outputs, rid)
 
     def _outputs(self, requested: Any) -> tuple[str, ...]:
@@ -344,7 +356,7 @@ class Codec:
             raise InvalidInputError(f"{where}.data: expected a list, got {_show(t['data'])}")
         return shape, datatype, t["data"]
 
-    def _tensor(self, t: dict[str, Any]) -> np.ndarray:
+    def _tensor(self, t: dict[str, Any], dw: str) -> np.ndarray:
         where = "inputs[0]"
         shape, datatype, data = self._header(t, where)
         f = self.n_features
@@ -364,32 +376,30 @@ class Codec:
         integer = datatype in ("INT64", "INT32")
         if data and type(data[0]) is list:  # nested [[...], ...]
             if len(data) != n:
-                raise InvalidInputError(
-                    f"{where}.data: {len(data)} rows do not match shape {shape}"
-                )
-            x = self.rows(data, f"{where}.data")
+                raise InvalidInputError(f"{dw}: {len(data)} rows do not match shape {shape}")
+            x = self.rows(data, dw)
             if integer:
-                self._integers(data, f"{where}.data", nested=True)
+                self._integers(data, dw, nested=True)
             return x
         if len(data) != n * f:
             raise InvalidInputError(
-                f"{where}.data: {len(data)} values do not match shape {shape} ({n * f} values)"
+                f"{dw}: {len(data)} values do not match shape {shape} ({n * f} values)"
             )
         if integer:
-            self._integers(data, f"{where}.data", nested=False)
+            self._integers(data, dw, nested=False)
         if self.all_float:
             for v in data:
                 t_ = type(v)
                 if t_ is not float and t_ is not int:
                     for i, u in enumerate(data):  # checks every value (nulls may pass)
                         if type(u) is not float and type(u) is not int:
-                            self._value(u, i % f, f"{where}.data[{i}]")
+                            self._value(u, i % f, f"{dw}[{i}]")
                     break
             x = np.array(data, dtype=np.float64).reshape(n, f)
-            self._check_range(x, f"{where}.data", flat=True)
+            self._check_range(x, dw, flat=True)
             return x
         value = self._value
-        vals = [value(v, i % f, f"{where}.data[{i}]") for i, v in enumerate(data)]
+        vals = [value(v, i % f, f"{dw}[{i}]") for i, v in enumerate(data)]
         return np.array(vals, dtype=self.array_dtype).reshape(n, f)
 
     @staticmethod
@@ -405,7 +415,7 @@ class Codec:
             if not _INT64_MIN <= v <= _INT64_MAX:
                 raise InvalidInputError(f"{where}[{i}]: {v} is out of the int64 range")
 
-    def _columns(self, inputs: list[dict[str, Any]]) -> np.ndarray:
+    def _columns(self, inputs: list[dict[str, Any]], fields: Sequence[str]) -> np.ndarray:
         """One tensor per feature, shape [N] or [N, 1]."""
         got = [t.get("name") for t in inputs]
         if len(set(map(str, got))) != len(got):
@@ -416,6 +426,7 @@ class Codec:
         cols: list[list[Any]] = [[] for _ in self.names]
         for i, t in enumerate(inputs):
             where = f"inputs[{i}]"
+            dw = fields[i]
             shape, datatype, data = self._header(t, where)
             k = self.index[t["name"]]
             if datatype not in _COMPAT[self.dtypes[k]]:
@@ -436,17 +447,15 @@ class Codec:
                 flat = []
                 for j, row in enumerate(data):
                     if type(row) is not list or len(row) != 1:
-                        raise InvalidInputError(f"{where}.data[{j}]: expected [value]")
+                        raise InvalidInputError(f"{dw}[{j}]: expected [value]")
                     flat.append(row[0])
                 data = flat
             if len(data) != n:
-                raise InvalidInputError(
-                    f"{where}.data: {len(data)} values do not match shape {shape}"
-                )
+                raise InvalidInputError(f"{dw}: {len(data)} values do not match shape {shape}")
             if datatype in ("INT64", "INT32"):
-                self._integers(data, f"{where}.data", nested=False)
+                self._integers(data, dw, nested=False)
             value = self._value
-            cols[k] = [value(v, k, f"{where}.data[{j}]") for j, v in enumerate(data)]
+            cols[k] = [value(v, k, f"{dw}[{j}]") for j, v in enumerate(data)]
         assert n is not None
         x = np.empty((n, self.n_features), dtype=self.array_dtype)
         for k, col in enumerate(cols):

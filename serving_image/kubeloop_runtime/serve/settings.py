@@ -34,6 +34,8 @@ ENV_SERVED_NAME = "KUBELOOP_SERVED_NAME"
 ENV_SERVING = "KUBELOOP_SERVING"
 
 DEFAULT_PORT = 8080
+# The Open Inference Protocol over gRPC, on its own port (KServe's and MLServer's default).
+DEFAULT_GRPC_PORT = 8081
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_REQUEST_ROWS = 10_000
 
@@ -50,6 +52,8 @@ class ServeSettings:
     artifact_root: Path | None = None
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
+    # None: no gRPC server; 0: any free port (tests); the same host as HTTP.
+    grpc_port: int | None = DEFAULT_GRPC_PORT
     monitoring: api.MonitoringSpec = field(default_factory=api.MonitoringSpec)
     max_batch_size: int = 64
     max_batch_delay_ms: float = 1.0
@@ -138,13 +142,23 @@ def load_model_version_json(text: str) -> tuple[str, api.ModelVersionSpec]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kubeloop-serve",
-        description="Serve one Kubeloop ModelVersion over KServe V1 and Open Inference V2.",
+        description=(
+            "Serve one Kubeloop ModelVersion over KServe V1 and Open Inference V2"
+            " (HTTP, and gRPC on its own port)."
+        ),
     )
     p.add_argument("--model-version", type=Path, help="ModelVersion manifest (YAML/JSON)")
     p.add_argument("--artifact-root", type=Path, help="directory pvc:// URIs resolve under")
     p.add_argument("--name", help="the model name in URL paths (default: the model name)")
     p.add_argument("--host", default=None, help="listen address (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=None, help=f"listen port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help=f"Open Inference Protocol gRPC port (default {DEFAULT_GRPC_PORT}; 0: any free port)",
+    )
+    p.add_argument("--no-grpc", action="store_true", help="serve HTTP only")
     p.add_argument("--max-batch-size", type=int, default=None, help="rows per model call")
     p.add_argument("--max-batch-delay-ms", type=float, default=None, help="batch fill wait")
     p.add_argument("--role", choices=["stable", "canary"], default=None)
@@ -256,6 +270,13 @@ def parse_settings(
     port = args.port if args.port is not None else DEFAULT_PORT
     if not 0 <= port <= 65535:
         raise StartupError(f"--port must be within 0..65535, got {port}")
+    grpc_port: int | None = None
+    if not args.no_grpc:
+        grpc_port = args.grpc_port if args.grpc_port is not None else DEFAULT_GRPC_PORT
+        if not 0 <= grpc_port <= 65535:
+            raise StartupError(f"--grpc-port must be within 0..65535, got {grpc_port}")
+        if grpc_port == port and port != 0:
+            raise StartupError(f"--grpc-port {grpc_port} is the HTTP port; choose another")
     if args.max_body_bytes < 1024:
         raise StartupError("--max-body-bytes must be at least 1024")
     if args.max_request_rows < 1:
@@ -268,6 +289,7 @@ def parse_settings(
         artifact_root=root,
         host=args.host or "0.0.0.0",
         port=port,
+        grpc_port=grpc_port,
         monitoring=monitoring,
         max_batch_size=max_batch_size,
         max_batch_delay_ms=float(max_batch_delay_ms),
