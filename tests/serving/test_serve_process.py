@@ -43,9 +43,20 @@ def _free_port() -> int:
 class Process:
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
+        self.grpc_port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.proc = subprocess.Popen(
-            [*_command(), *args, "--host", "127.0.0.1", "--port", str(self.port)],
+            [
+                *_command(),
+                *args,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--grpc-port",
+                str(self.grpc_port),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, **(env or {})},
