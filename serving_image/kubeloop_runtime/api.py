@@ -50,6 +50,11 @@ ANNOTATION_TRIGGER = f"{GROUP}/trigger"  # on a TrainingJob started by the close
 COND_READY = "Ready"
 COND_SUCCEEDED = "Succeeded"
 
+# The predictor container's ports: HTTP (V1, V2, metrics) and the Open Inference Protocol
+# over gRPC (InferenceService spec.grpcPort, default).
+PREDICTOR_HTTP_PORT = 8080
+PREDICTOR_GRPC_PORT = 8081
+
 # The artifact volume is mounted here in training and serving pods.
 ARTIFACT_MOUNT_PATH = "/var/lib/kubeloop/artifacts"
 # ConfigMap and PVC dataset sources are mounted under this directory in training pods.
@@ -642,6 +647,17 @@ class InferenceServiceSpec(Model):
     # Micro-batching: wait at most this long to fill a batch (0 disables batching).
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 64
     max_batch_delay_ms: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    # The Open Inference Protocol over gRPC: the predictor's container and Service port.
+    grpc_port: Annotated[int, Field(ge=1024, le=65535)] = PREDICTOR_GRPC_PORT
+
+    @model_validator(mode="after")
+    def _grpc_port_is_not_http(self) -> InferenceServiceSpec:
+        if self.grpc_port == PREDICTOR_HTTP_PORT:
+            raise ValueError(
+                f"spec.grpcPort: {PREDICTOR_HTTP_PORT} is the predictor's HTTP port; choose"
+                " another"
+            )
+        return self
 
 
 # ------------------------------------------------------------------- training result

@@ -97,9 +97,12 @@ def test_container_contract() -> None:
     dep = deployment(isvc_spec(maxBatchSize=16, maxBatchDelayMs=2.5))
     c = container(dep)
     assert c["command"] == ["kubeloop-serve"]
-    assert c["args"] == ["--port", "8080"]
+    assert c["args"] == ["--port", "8080", "--grpc-port", "8081"]
     assert c["image"] == "kubeloop/runtime:1.2.3"
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     e = env(dep)
@@ -114,6 +117,16 @@ def test_container_contract() -> None:
     assert serving["role"] == "stable"
     assert serving["inferenceService"] == "iris"
     assert api.MonitoringSpec.model_validate(serving["monitoring"]) == api.MonitoringSpec()
+
+
+def test_grpc_port_reaches_the_container_and_kubeloop_serve() -> None:
+    c = container(deployment(isvc_spec(grpcPort=9001)))
+    assert c["args"] == ["--port", "8080", "--grpc-port", "9001"]
+    assert {"name": "grpc", "containerPort": 9001, "protocol": "TCP"} in c["ports"]
+    s = parse_settings(c["args"], env(deployment()))
+    assert (s.port, s.grpc_port) == (8080, 9001)
+    with pytest.raises(ValueError, match="spec.grpcPort: 8080 is the predictor's HTTP port"):
+        isvc_spec(grpcPort=8080)
 
 
 def test_serving_env_is_what_kubeloop_serve_parses() -> None:
@@ -176,8 +189,16 @@ def test_service_selects_stable_and_canary_pods() -> None:
     svc = b.build_service(OWNER)
     assert svc["metadata"]["name"] == "iris-predictor"
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": 8081,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        },
     ]
+    assert b.build_service(OWNER, 9000)["spec"]["ports"][1]["port"] == 9000
     for role in (b.STABLE, b.CANARY):
         pod_labels = deployment(role=role)["spec"]["template"]["metadata"]["labels"]
         assert all(pod_labels[k] == v for k, v in svc["spec"]["selector"].items())

@@ -28,7 +28,7 @@ STABLE: Role = "stable"
 CANARY: Role = "canary"
 
 COMPONENT = "predictor"
-HTTP_PORT = 8080
+HTTP_PORT = api.PREDICTOR_HTTP_PORT
 SERVICE_PORT = 80
 RUN_AS_USER = 65532
 DEFAULT_REQUESTS: dict[str, str] = {"cpu": "100m", "memory": "256Mi"}
@@ -276,9 +276,12 @@ def predictor_container(
         "image": spec.image or settings.runtime_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["kubeloop-serve"],
-        "args": ["--port", str(HTTP_PORT)],
+        "args": ["--port", str(HTTP_PORT), "--grpc-port", str(spec.grpc_port)],
         "env": env,
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": spec.grpc_port, "protocol": "TCP"},
+        ],
         "readinessProbe": {
             "httpGet": {"path": READINESS_PATH, "port": "http"},
             "periodSeconds": 5,
@@ -394,7 +397,10 @@ def build_deployment(
 # ----------------------------------------------------------------------------- others
 
 
-def build_service(owner: Owner) -> Manifest:
+def build_service(owner: Owner, grpc_port: int = api.PREDICTOR_GRPC_PORT) -> Manifest:
+    """HTTP on port 80 and the Open Inference Protocol's gRPC on ``grpc_port`` (the same
+    number as the container's), named and marked (appProtocol) so meshes and gateways speak
+    HTTP/2 to it."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -403,7 +409,14 @@ def build_service(owner: Owner) -> Manifest:
             "type": "ClusterIP",
             "selector": service_selector(owner.name),
             "ports": [
-                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": grpc_port,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
             ],
         },
     }

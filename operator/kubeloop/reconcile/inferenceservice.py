@@ -299,7 +299,7 @@ def plan_children(
     - HPA when spec.autoscaling (and a stable Deployment exists); PDB when more than one
       stable replica. Otherwise deleted.
     """
-    plan = Plan(apply=[b.build_service(owner)])
+    plan = Plan(apply=[b.build_service(owner, spec.grpc_port)])
     stable_exists = stable_dep is not None
     if stable.served is not None:
         plan.apply.append(
