@@ -125,7 +125,7 @@ def test_grpc_port_reaches_the_container_and_kubeloop_serve() -> None:
     assert {"name": "grpc", "containerPort": 9001, "protocol": "TCP"} in c["ports"]
     s = parse_settings(c["args"], env(deployment()))
     assert (s.port, s.grpc_port) == (8080, 9001)
-    with pytest.raises(ValueError, match="spec.grpcPort: 8080 is the predictor's HTTP port"):
+    with pytest.raises(ValueError, match=r"spec\.grpcPort: 8080 is the predictor.s HTTP port"):
         isvc_spec(grpcPort=8080)
 
 
