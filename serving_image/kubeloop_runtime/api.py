@@ -654,8 +654,7 @@ class InferenceServiceSpec(Model):
     def _grpc_port_is_not_http(self) -> InferenceServiceSpec:
         if self.grpc_port == PREDICTOR_HTTP_PORT:
             raise ValueError(
-                f"spec.grpcPort: {PREDICTOR_HTTP_PORT} is the predictor's HTTP port; choose"
-                " another"
+                f"spec.grpcPort: {PREDICTOR_HTTP_PORT} is the predictor's HTTP port; choose another"
             )
         return self
 
