@@ -57,12 +57,14 @@ def main() -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--grpc-port", type=int, help="also serve KServe's gRPC (V2) on this port")
     args = p.parse_args()
     model = SklearnModel(args.name, args.model)
     kserve.ModelServer(
         http_port=args.port,
+        grpc_port=args.grpc_port or 8081,
         workers=1,
-        enable_grpc=False,
+        enable_grpc=args.grpc_port is not None,
         enable_latency_logging=False,
     ).start([model])
 
