@@ -28,16 +28,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubeloop_runtime.serve.oip import grpc_predict_v2_pb2 as pb
 from kubeloop_runtime.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from kubeloop_runtime.serve.testing import BuiltModel, build_model_version
-from tests.serving.test_serve_process import Process, _command, _samples
+from tests.serving.test_serve_process import Process, _command, _samples, built
+
+__all__ = ["built"]  # the fixture: the same iris model as the HTTP process tests
 
 Tensor = pb.ModelInferRequest.InferInputTensor
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
-    return build_model_version(
-        tmp_path_factory.mktemp("serve-grpc") / "iris", estimator="LogisticRegression"
-    )
 
 
 @pytest.fixture(scope="module")

@@ -72,13 +72,19 @@ class InferenceService:
     ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dp.ready)
 
+    async def _served(
+        self, name: str, version: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Abort with NOT_FOUND unless ``name`` (and ``version``, when given) is served."""
+        try:
+            grpc_codec.check_model(name, version, self.name, self.version)
+        except ServeError as e:
+            await _abort(context, e)
+
     async def model_ready(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelReadyResponse:
-        try:
-            grpc_codec.check_model(request.name, request.version, self.name, self.version)
-        except ServeError as e:
-            await _abort(context, e)
+        await self._served(request.name, request.version, context)
         return pb.ModelReadyResponse(ready=self.dp.ready)
 
     async def server_metadata(
@@ -89,10 +95,7 @@ class InferenceService:
     async def model_metadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelMetadataResponse:
-        try:
-            grpc_codec.check_model(request.name, request.version, self.name, self.version)
-        except ServeError as e:
-            await _abort(context, e)
+        await self._served(request.name, request.version, context)
         return grpc_codec.metadata_response(self.dp.metadata_v2())
 
     # ------------------------------------------------------------------ inference
