@@ -47,6 +47,18 @@ def test_env_and_flags(built: BuiltModel) -> None:
     assert s.max_batch_size == 2 and s.role == "stable" and s.served_name == "x"
 
 
+def test_grpc_port(built: BuiltModel) -> None:
+    env = {"KUBELOOP_MODEL_VERSION": json.dumps(built.document)}
+    assert (parse_settings([], env).port, parse_settings([], env).grpc_port) == (8080, 8081)
+    assert parse_settings(["--grpc-port", "9000"], env).grpc_port == 9000
+    assert parse_settings(["--grpc-port", "0"], env).grpc_port == 0  # any free port
+    assert parse_settings(["--no-grpc"], env).grpc_port is None
+    with pytest.raises(StartupError, match="--grpc-port 8080 is the HTTP port"):
+        parse_settings(["--grpc-port", "8080"], env)
+    with pytest.raises(StartupError, match=r"--grpc-port must be within 0\.\.65535"):
+        parse_settings(["--grpc-port", "70000"], env)
+
+
 @pytest.mark.parametrize(
     ("env", "fragment"),
     [
