@@ -264,6 +264,8 @@ def test_network_policies() -> None:
     assert pred["spec"]["podSelector"]["matchLabels"] == {
         "app.kubernetes.io/component": "predictor"
     }
+    pred_ports = {p["port"] for rule in pred["spec"]["ingress"] for p in rule["ports"]}
+    assert pred_ports == {8080, "grpc"}  # HTTP, and the container port named grpc
     train = _by(ws, "NetworkPolicy", "kubeloop-training")
     assert train["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/component": "trainer"}
     assert "ingress" not in train["spec"] and "Ingress" in train["spec"]["policyTypes"]
