@@ -453,6 +453,8 @@ INVALID: list[tuple[str, str, Callable[[Obj], None], str]] = [
     ),
     ("isvc-name-digit-first", "iris", _set("metadata.name", "1iris"), "metadata.name"),
     ("isvc-batch-delay", "iris", _set("spec.maxBatchDelayMs", 101), "spec.maxBatchDelayMs"),
+    ("isvc-grpc-port-is-http", "iris", _set("spec.grpcPort", 8080), "spec.grpcPort"),
+    ("isvc-grpc-port-privileged", "iris", _set("spec.grpcPort", 443), "spec.grpcPort"),
     (
         "isvc-canary-no-version",
         "iris-canary",
