@@ -31,7 +31,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubeloop.reconcile.loop import CanaryStats, Signals
+from kubeloop.reconcile.loop_state import CanaryStats, Signals
 from kubeloop_runtime import api
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,10 @@ and passed around typed. Field names are camelCase on the wire and snake_case in
 
 ``crds/`` holds the matching OpenAPI schemas; ``tests/unit/test_crd_schema_agreement.py``
 keeps the two in step.
+
+The rest of what crosses the image boundary (the pods' environment variable names, the
+``/monitoring`` document, the metric names the loop reads) is in
+:mod:`kubeloop_runtime.contracts`, re-exported here.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from kubeloop_runtime.contracts import *  # noqa: F403  (re-exported: one place to look)
 
 GROUP = "kubeloop.io"
 VERSION = "v1alpha1"

@@ -87,14 +87,16 @@ class Owner:
         meta = body["metadata"]
         return cls(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
-    def reference(self) -> dict[str, Any]:
+    def reference(self, *, controller: bool = True) -> dict[str, Any]:
+        """The owner reference; ``controller=False`` for children another controller
+        reconciles (the closed loop's TrainingJobs), which do not block the deletion."""
         return {
             "apiVersion": self.api_version,
             "kind": self.kind,
             "name": self.name,
             "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
+            "controller": controller,
+            "blockOwnerDeletion": controller,
         }
 
 

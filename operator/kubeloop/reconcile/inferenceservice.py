@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from kubeloop import registry
 from kubeloop.builders import predictor as b
 from kubeloop.conditions import Condition, Status, get_condition, set_conditions
-from kubeloop.reconcile import loop
+from kubeloop.reconcile.canary import loop_canary
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 from kubeloop_runtime.train.spec import format_validation_error
@@ -83,12 +83,12 @@ def desired_canary(
     """The canary that should run now, or None.
 
     ``spec.canary`` (a person's canary always wins), else the canary the closed loop
-    started itself (``status.loopCanary``, see :func:`kubeloop.reconcile.loop.loop_canary`);
+    started itself (``status.loopCanary``, see :func:`kubeloop.reconcile.canary.loop_canary`);
     every other function takes the result of this one.
     """
     if spec.canary is not None:
         return spec.canary
-    return loop.loop_canary(spec, status)
+    return loop_canary(spec, status)
 
 
 def promotion_patch(spec: api.InferenceServiceSpec, canary_version: str) -> Obj:
