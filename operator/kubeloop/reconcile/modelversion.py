@@ -26,7 +26,6 @@ REASON_NOT_VERIFIABLE = "ArtifactNotVerifiable"
 REASON_MISSING = "ArtifactMissing"
 REASON_MISMATCH = "ChecksumMismatch"
 REASON_INVALID_URI = "InvalidArtifactURI"
-REASON_GATE_FAILED = "QualityGateFailed"
 REASON_INVALID_SPEC = "InvalidSpec"
 
 
@@ -108,7 +107,7 @@ def ready_condition(
         return Condition(
             api.COND_READY,
             "False",
-            REASON_GATE_FAILED,
+            api.REASON_QUALITY_GATE_FAILED,
             f"{message}; a version that failed its gate is registered but never served",
         )
     status: Status = "False" if artifact.status == "False" else "True"

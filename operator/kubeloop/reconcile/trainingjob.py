@@ -41,7 +41,6 @@ COND_SUSPENDED = "Suspended"
 COND_DATA_VALIDATED = "DataValidated"
 
 REASON_TRAINED = "Trained"
-REASON_GATE_FAILED = "QualityGateFailed"
 REASON_RESULT_MISSING = "ResultMissing"
 REASON_JOB_MISSING = "JobMissing"
 
@@ -89,7 +88,7 @@ class RunState:
             return False
         if self.phase is Phase.SUCCEEDED:
             return r.succeeded
-        return self.phase is Phase.FAILED and r.reason == REASON_GATE_FAILED
+        return self.phase is Phase.FAILED and r.reason == api.REASON_QUALITY_GATE_FAILED
 
 
 # ----------------------------------------------------------------------- the result
@@ -335,11 +334,13 @@ def desired_status(
             f"trained and registered ModelVersion {registration.name}",
         )
         status.update(reason=REASON_TRAINED, message=run.message)
-    elif run.finished and (gated or run.reason == REASON_GATE_FAILED):
+    elif run.finished and (gated or run.reason == api.REASON_QUALITY_GATE_FAILED):
         message = (registration.gate or {}).get("message") or run.message
         where = f" (registered as {registration.name}, never served)" if registration.name else ""
-        succeeded = Condition(api.COND_SUCCEEDED, "False", REASON_GATE_FAILED, f"{message}{where}")
-        status.update(reason=REASON_GATE_FAILED, message=f"{message}{where}")
+        succeeded = Condition(
+            api.COND_SUCCEEDED, "False", api.REASON_QUALITY_GATE_FAILED, f"{message}{where}"
+        )
+        status.update(reason=api.REASON_QUALITY_GATE_FAILED, message=f"{message}{where}")
     elif run.phase is Phase.FAILED:
         succeeded = Condition(api.COND_SUCCEEDED, "False", run.reason, run.message)
         status.update(reason=run.reason, message=run.message)
@@ -404,7 +405,9 @@ def state_from_registration(registration: Registration) -> RunState:
     """The end of a run whose Job is gone (e.g. its TTL) but whose version is registered."""
     gate = registration.gate or {}
     if gate.get("passed") is False:
-        return RunState(Phase.FAILED, REASON_GATE_FAILED, str(gate.get("message") or ""))
+        return RunState(
+            Phase.FAILED, api.REASON_QUALITY_GATE_FAILED, str(gate.get("message") or "")
+        )
     return RunState(Phase.SUCCEEDED, REASON_TRAINED, f"registered {registration.name}")
 
 
@@ -433,4 +436,4 @@ def outcome_label(status: Obj) -> str:
     c = get_condition(status.get("conditions"), api.COND_SUCCEEDED) or {}
     if c.get("status") == "True":
         return "succeeded"
-    return "gate_failed" if c.get("reason") == REASON_GATE_FAILED else "failed"
+    return "gate_failed" if c.get("reason") == api.REASON_QUALITY_GATE_FAILED else "failed"
