@@ -87,7 +87,7 @@ def _pod(exit_code: int, message: str) -> dict[str, Any]:
 
 
 def _status(run: rec.RunState) -> dict[str, Any]:
-    return rec.desired_status(
+    return rec.desired_trainingjob_status(
         old=None,
         generation=1,
         job_name="run-train",

@@ -29,7 +29,18 @@ from kubeloop.controller import Result
 from kubeloop.handlers import _events
 from kubeloop.handlers._common import object_logger, release_legacy_finalizer
 from kubeloop.metrics import OperatorMetrics
-from kubeloop.reconcile import modelversion as rec
+from kubeloop.reconcile.modelversion import (
+    COND_ARTIFACT_VERIFIED,
+    REASON_NOT_VERIFIABLE,
+    FileCheck,
+    aliases_condition,
+    already_verified,
+    artifact_condition,
+    desired_modelversion_status,
+    files_to_check,
+    is_ready,
+    ready_condition,
+)
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 from kubeloop_runtime.train.spec import format_validation_error
@@ -49,18 +60,18 @@ _metric_series: dict[tuple[str, str], list[tuple[str, ...]]] = {}
 # ------------------------------------------------------------------------ verification
 
 
-def _check_files(artifact: api.ArtifactRef, root: str) -> list[rec.FileCheck]:
+def _check_files(artifact: api.ArtifactRef, root: str) -> list[FileCheck]:
     from kubeloop_runtime import artifacts  # noqa: PLC0415 (stdlib-only, lazily)
 
-    checks: list[rec.FileCheck] = []
-    for field, uri, expected in rec.files_to_check(artifact):
+    checks: list[FileCheck] = []
+    for field, uri, expected in files_to_check(artifact):
         try:
             path: Path = artifacts.resolve(uri, root)
         except artifacts.ArtifactError as e:
-            checks.append(rec.FileCheck(field, uri, expected, None, error=str(e)))
+            checks.append(FileCheck(field, uri, expected, None, error=str(e)))
             continue
         found = artifacts.sha256_file(path) if path.is_file() else None
-        checks.append(rec.FileCheck(field, uri, expected, found))
+        checks.append(FileCheck(field, uri, expected, found))
     return checks
 
 
@@ -75,20 +86,20 @@ def _artifact_condition(
     spec: api.ModelVersionSpec, status: dict[str, Any], settings: Settings, recheck: bool
 ) -> Condition:
     if not settings.artifact_root:
-        return rec.artifact_condition(None)
+        return artifact_condition(None)
     if is_object_uri(spec.artifact.uri):  # never downloaded by the operator
         return Condition(
-            rec.COND_ARTIFACT_VERIFIED,
+            COND_ARTIFACT_VERIFIED,
             "Unknown",
-            rec.REASON_NOT_VERIFIABLE,
+            REASON_NOT_VERIFIABLE,
             f"spec.artifact.uri is in an object store ({spec.artifact.uri.split('/', 3)[2]});"
             " the serving pod verifies the sha256 as it downloads",
         )
-    if not recheck and rec.already_verified(status):
-        previous = _previous(status, rec.COND_ARTIFACT_VERIFIED)
+    if not recheck and already_verified(status):
+        previous = _previous(status, COND_ARTIFACT_VERIFIED)
         if previous is not None:
             return previous
-    return rec.artifact_condition(_check_files(spec.artifact, settings.artifact_root))
+    return artifact_condition(_check_files(spec.artifact, settings.artifact_root))
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -142,7 +153,7 @@ def move_aliases(kube: CachedClient, namespace: str, model: str, logger: Any) ->
     with _model_locks(namespace, model):
         versions = kube.list(api.API_VERSION, KIND, namespace, labels={api.LABEL_MODEL: model})
         versions = [v for v in versions if registry.model_of(v) == model]
-        plan = registry.plan_aliases(versions, rec.is_ready)
+        plan = registry.plan_aliases(versions, is_ready)
         for step in plan.steps:
             if step.spec_aliases is not None:
                 patch: dict[str, Any] = {"spec": {"aliases": step.spec_aliases}}
@@ -245,21 +256,21 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
         spec = api.ModelVersionSpec.model_validate(body.get("spec") or {})
     except ValidationError as e:
         invalid = format_validation_error(e)[:MESSAGE_MAX]
-        conds = [rec.ready_condition(None, rec.artifact_condition(None), invalid)]
-        status = rec.desired_status(old=old, generation=generation, conditions=conds)
+        conds = [ready_condition(None, artifact_condition(None), invalid)]
+        status = desired_modelversion_status(old=old, generation=generation, conditions=conds)
         if any(old.get(k) != v for k, v in status.items()):
             kube.patch_status(api.API_VERSION, KIND, ns, name, status)
         raise kopf.PermanentError(f"invalid ModelVersion spec: {invalid}") from e
 
     _ensure_labels(kube, body, spec)
     artifact = _artifact_condition(spec, old, settings, recheck)
-    ready = rec.ready_condition(spec, artifact)
+    ready = ready_condition(spec, artifact)
     # AliasesConfirmed as things stand now goes into the same write: a version whose
     # aliases the plan below leaves alone (most of them) costs one status write, not two.
-    aliases_now = rec.aliases_condition(
+    aliases_now = aliases_condition(
         registry.requested_aliases(body), registry.confirmed_aliases(body), ready.status == "True"
     )
-    status = rec.desired_status(
+    status = desired_modelversion_status(
         old=old, generation=generation, conditions=[artifact, ready, aliases_now]
     )
     was = _previous(old, api.COND_READY)
@@ -277,11 +288,11 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
     if current is None:
         return
     confirmed = registry.confirmed_aliases(current)
-    aliases = rec.aliases_condition(
+    aliases = aliases_condition(
         registry.requested_aliases(current), confirmed, ready.status == "True"
     )
     cur_status = current.get("status") or {}
-    after = rec.desired_status(
+    after = desired_modelversion_status(
         old=cur_status, generation=current["metadata"].get("generation"), conditions=[aliases]
     )
     if any(cur_status.get(k) != v for k, v in after.items()):

@@ -2,7 +2,7 @@
 
 The handler reads the TrainingJob, its Job, the Job's pods and the ModelVersion it may
 already have registered; :func:`observe` turns the Job and pods into a :class:`RunState`,
-and :func:`desired_status` turns that (plus the registration) into the status to write.
+and :func:`desired_trainingjob_status` turns that (plus the registration) into the status to write.
 Nothing here does I/O, so every decision is unit-tested.
 
 Outcomes (``status.reason`` and the reason of the ``Succeeded`` condition):
@@ -31,9 +31,8 @@ from pydantic import ValidationError
 
 from kubeloop.builders.job import CONTAINER
 from kubeloop.conditions import Condition, get_condition, set_conditions
+from kubeloop.manifest import Obj
 from kubeloop_runtime import api, rfc3339
-
-Obj = Mapping[str, Any]
 
 COND_JOB_CREATED = "JobCreated"
 COND_REGISTERED = "Registered"
@@ -266,7 +265,7 @@ def is_finished(status: Obj | None) -> bool:
     return c is not None and c.get("status") in ("True", "False")
 
 
-def phase_of(conditions: Sequence[Mapping[str, Any]] | None) -> str:
+def trainingjob_phase(conditions: Sequence[Mapping[str, Any]] | None) -> str:
     """The printed phase, derived from the conditions (never branched on)."""
     c = get_condition(conditions, api.COND_SUCCEEDED)
     if c is None:
@@ -278,7 +277,7 @@ def phase_of(conditions: Sequence[Mapping[str, Any]] | None) -> str:
     return Phase.RUNNING.value if c.get("reason") == "Running" else Phase.PENDING.value
 
 
-def desired_status(
+def desired_trainingjob_status(
     *,
     old: Obj | None,
     generation: int | None,
@@ -355,7 +354,7 @@ def desired_status(
 
     conditions = set_conditions(old.get("conditions"), conds, generation=generation, now=now)
     status["conditions"] = conditions
-    status["phase"] = phase_of(conditions)
+    status["phase"] = trainingjob_phase(conditions)
     if generation is not None:
         status["observedGeneration"] = generation
     if run.start_time:

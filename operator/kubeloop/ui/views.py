@@ -14,9 +14,8 @@ from typing import Any
 
 from kubeloop import registry
 from kubeloop.conditions import get_condition
+from kubeloop.manifest import Obj
 from kubeloop_runtime import api
-
-Obj = Mapping[str, Any]
 
 # Metrics listed first on a model's page and offered first for its chart, when present.
 PREFERRED_METRICS = ("accuracy", "f1", "roc_auc", "rmse", "mae", "r2")
