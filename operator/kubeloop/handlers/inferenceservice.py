@@ -32,7 +32,7 @@ from kubeloop.builders.predictor import (
 from kubeloop.client import CachedClient
 from kubeloop.controller import Result
 from kubeloop.handlers import _events
-from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer
+from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer, state_of
 from kubeloop.handlers._instrument import reconciling
 from kubeloop.metrics import (
     INFERENCESERVICE,
@@ -55,7 +55,6 @@ from kubeloop.reconcile.inferenceservice import (
     resolve_stable,
     served_version_changed,
 )
-from kubeloop.registry import KeyedLocks
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 
@@ -63,7 +62,6 @@ KIND = "InferenceService"
 
 # Serialises every writer of one InferenceService in this process: this controller's
 # reconcile and the closed loop's tick (both write status.conditions).
-locks = KeyedLocks()
 
 RefKey = tuple[str, str, str]  # (namespace, "mv" | "model", value)
 
@@ -138,6 +136,7 @@ def reconcile(
 ) -> str | None:
     """Reconcile one InferenceService; returns the message when its spec is invalid."""
     metrics: OperatorMetrics = memo.metrics
+    locks = state_of(memo).isvc_locks
     with locks(namespace, name), reconciling(metrics if count else None, INFERENCESERVICE):
         return _reconcile(
             kube=memo.client,

@@ -34,7 +34,7 @@ from kubeloop.client import CachedClient
 from kubeloop.conditions import set_conditions
 from kubeloop.controller import Result
 from kubeloop.handlers import _events, inferenceservice
-from kubeloop.handlers._common import Logger, object_logger
+from kubeloop.handlers._common import Logger, object_logger, state_of
 from kubeloop.metrics import OperatorMetrics
 from kubeloop.reconcile import loop
 from kubeloop.reconcile.inferenceservice import (
@@ -111,7 +111,7 @@ def tick(memo: Any, namespace: str, name: str, logger: Logger) -> LoopPlan | Non
     if desired_canary(spec, body.get("status")) is not None:
         canary_stats = read_canary(name, pods, settings.signal_timeout)
 
-    with inferenceservice.locks(namespace, name):
+    with state_of(memo).isvc_locks(namespace, name):
         body = kube.get(api.API_VERSION, KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None

@@ -37,7 +37,7 @@ from kubeloop.client import CachedClient
 from kubeloop.conditions import MESSAGE_MAX, Condition, set_conditions
 from kubeloop.controller import Result
 from kubeloop.handlers import _events
-from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer
+from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer, state_of
 from kubeloop.metrics import OperatorMetrics
 from kubeloop.reconcile.trainingjob import (
     Action,
@@ -60,9 +60,6 @@ from kubeloop_runtime.train.spec import format_validation_error
 
 KIND = "TrainingJob"
 MAX_ALLOCATION_ATTEMPTS = 20
-
-
-_locks = registry.KeyedLocks()
 
 
 # ------------------------------------------------------------------------ registration
@@ -174,7 +171,7 @@ def reconcile_key(memo: Any, namespace: str, name: str) -> Result:
 
 def reconcile(namespace: str, name: str, memo: Any, logger: Logger) -> Result:
     """Reconcile TrainingJob ``namespace/name`` (serialised per object in this process)."""
-    with _locks(namespace, name):
+    with state_of(memo).trainingjob_locks(namespace, name):
         kube: CachedClient = memo.client
         tj = kube.get(api.API_VERSION, KIND, namespace, name)
         if tj is None:
