@@ -8,6 +8,9 @@ inputs twice gives byte-identical pod templates: restarting the operator never r
 Names are deterministic: ``<isvc>-predictor`` (stable Deployment, Service, HPA, PDB) and
 ``<isvc>-predictor-canary`` (canary Deployment). The Service selects every predictor pod of
 the InferenceService (stable and canary), so traffic splits by ready-replica ratio.
+
+Size (~450 lines): every child of an InferenceService, built from the same names, labels
+and pod template; the canary's replica arithmetic lives with the Deployments it sizes.
 """
 
 from __future__ import annotations

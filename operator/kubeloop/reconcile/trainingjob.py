@@ -16,6 +16,9 @@ Outcomes (``status.reason`` and the reason of the ``Succeeded`` condition):
   Job or the container when the trainer could not say;
 * ``ResultMissing`` — the Job completed but left no readable result;
 * ``JobMissing`` — the Job disappeared before its outcome was read.
+
+Size (~440 lines): one kind's pure decisions, most of it the outcomes above; ``observe``
+and the status stay together so that each reason lives beside the condition reporting it.
 """
 
 from __future__ import annotations
