@@ -123,19 +123,25 @@ class _FromEnv(Settings):
     from_environment: ClassVar[bool] = True
 
 
-def _variable(field: str) -> str:
+def _variables(field: str) -> tuple[str, ...]:
+    """The environment variables a field is read from, first match first."""
     info = Settings.model_fields.get(field)
     alias = info.validation_alias if info is not None else None
     if isinstance(alias, str):
-        return alias
+        return (alias,)
     if isinstance(alias, AliasChoices):
-        return " or ".join(str(c) for c in alias.choices)
-    return f"{PREFIX}{field.upper()}"
+        return tuple(str(c) for c in alias.choices)
+    return (f"{PREFIX}{field.upper()}",)
+
+
+def environment_variables() -> frozenset[str]:
+    """Every variable the operator reads (the manifests' env is checked against it)."""
+    return frozenset(v for field in Settings.model_fields for v in _variables(field))
 
 
 def _message(e: ValidationError) -> str:
     parts = []
     for err in e.errors():
         field = str(err["loc"][0]) if err["loc"] else ""
-        parts.append(f"{_variable(field)}={err.get('input')!r}: {err['msg']}")
+        parts.append(f"{' or '.join(_variables(field))}={err.get('input')!r}: {err['msg']}")
     return "; ".join(parts)
