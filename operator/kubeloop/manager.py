@@ -265,6 +265,7 @@ class Manager:
         if new is None:
             self.controllers[INFERENCESERVICE].forget(ns, name)
             self.controllers[LOOP].forget(ns, name)
+            self.state.dataset_watch.forget(ns, name)
             return
         self._enqueue(INFERENCESERVICE, ns, name)
         if any(

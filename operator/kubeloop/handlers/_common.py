@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeloop.client import CachedClient
+from kubeloop.datasets import DatasetWatch
 from kubeloop.kube import Obj
 from kubeloop.registry import KeyedLocks
 
@@ -22,7 +23,8 @@ class ControllerState:
     not module-level, so two managers in one process (tests, a restart) share nothing.
 
     The lock tables keep an entry only while someone holds or waits for it; the
-    ModelVersion entries are dropped when the ModelVersion is deleted (``forget``).
+    ModelVersion entries are dropped when the ModelVersion is deleted, the dataset watch's
+    when the InferenceService is (the manager's delete handlers).
     """
 
     # Writers of an InferenceService's status: its controller, the loop, the failure recorder.
@@ -36,6 +38,8 @@ class ControllerState:
     # (namespace, name) -> label values of the ModelVersion series exported.
     info_series: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     metric_series: dict[tuple[str, str], list[tuple[str, ...]]] = field(default_factory=dict)
+    # The closed loop's last look at each InferenceService's dataset version.
+    dataset_watch: DatasetWatch = field(default_factory=DatasetWatch)
 
 
 def state_of(memo: Any) -> ControllerState:

@@ -28,7 +28,6 @@ from typing import Any
 
 import kopf
 
-from kubeloop import datasets
 from kubeloop.builders.predictor import COMPONENT, Owner
 from kubeloop.client import CachedClient
 from kubeloop.conditions import set_conditions
@@ -105,7 +104,7 @@ def tick(memo: Any, namespace: str, name: str, logger: Logger) -> LoopPlan | Non
     dataset_version = None
     if spec.retraining is not None and spec.retraining.enabled:
         signals = read_signals(name, pods, settings.signal_timeout)
-        watch = memo.__dict__.setdefault("dataset_watch", datasets.DatasetWatch())
+        watch = state_of(memo).dataset_watch
         dataset_version = watch.version(kube, namespace, name, spec.retraining, settings)
     canary_stats = None
     if desired_canary(spec, body.get("status")) is not None:
