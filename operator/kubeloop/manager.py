@@ -31,6 +31,7 @@ from kubeloop.cache import Caches, Informer, Kind
 from kubeloop.client import CachedClient
 from kubeloop.controller import Controller
 from kubeloop.handlers import _events, inferenceservice, loop, modelversion, objects, trainingjob
+from kubeloop.handlers._common import ControllerState
 from kubeloop.handlers._failures import COND_LOOP_RECONCILED, COND_RECONCILED, FailureRecorder
 from kubeloop.kube import Kube, Obj
 from kubeloop.leader import Elector
@@ -121,6 +122,7 @@ class Manager:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.state = ControllerState()  # memo.state: what the controllers keep between reconciles
         self.elector: Elector | None = None
         if settings.leader_election:
             self.elector = Elector(
@@ -177,7 +179,7 @@ class Manager:
                 condition=condition,
                 primary=primary,
                 primary_status="Unknown" if primary == api.COND_SUCCEEDED else "False",
-                lock=inferenceservice.locks if kind == "InferenceService" else None,
+                lock=self.state.isvc_locks if kind == "InferenceService" else None,
                 failures_total=faults.reconcile_failures_total if faults is not None else None,
             )
 
@@ -240,7 +242,7 @@ class Manager:
         ns, name = cache.key_of(obj)
         if new is None:
             self.controllers[MODELVERSION].forget(ns, name)
-            modelversion.forget(self.metrics, ns, name)
+            modelversion.forget(self.metrics, self.state, ns, name)
         else:
             self._enqueue(MODELVERSION, ns, name)
         models = {str((o.get("spec") or {}).get("model") or "") for o in (new, old) if o}
@@ -263,6 +265,7 @@ class Manager:
         if new is None:
             self.controllers[INFERENCESERVICE].forget(ns, name)
             self.controllers[LOOP].forget(ns, name)
+            self.state.dataset_watch.forget(ns, name)
             return
         self._enqueue(INFERENCESERVICE, ns, name)
         if any(

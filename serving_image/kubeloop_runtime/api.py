@@ -7,6 +7,11 @@ and passed around typed. Field names are camelCase on the wire and snake_case in
 
 ``crds/`` holds the matching OpenAPI schemas; ``tests/unit/test_crd_schema_agreement.py``
 keeps the two in step.
+
+The rest of what crosses the image boundary (the pods' environment variable names, the
+``/monitoring`` document, the metric names the loop reads) is in
+:mod:`kubeloop_runtime.contracts`, re-exported here; ``KUBELOOP_SERVING`` is
+:class:`ServingConfig`, below.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 from pydantic.alias_generators import to_camel
+
+from kubeloop_runtime.contracts import *  # noqa: F403  (re-exported: one place to look)
 
 GROUP = "kubeloop.io"
 VERSION = "v1alpha1"
@@ -629,6 +636,10 @@ class RetrainingSpec(Model):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
 
+MaxBatchSize = Annotated[int, Field(ge=1, le=1024)]
+MaxBatchDelayMs = Annotated[float, Field(ge=0.0, le=100.0)]
+
+
 class InferenceServiceSpec(Model):
     model: ModelRef
     replicas: Annotated[int, Field(ge=0, le=100)] = 1
@@ -640,8 +651,23 @@ class InferenceServiceSpec(Model):
     retraining: RetrainingSpec | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
     # Micro-batching: wait at most this long to fill a batch (0 disables batching).
-    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 64
-    max_batch_delay_ms: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    max_batch_size: MaxBatchSize = 64
+    max_batch_delay_ms: MaxBatchDelayMs = 1.0
+
+
+class ServingConfig(Model):
+    """``KUBELOOP_SERVING``: what a predictor pod takes from its InferenceService.
+
+    The operator writes it (``builders/predictor.py``), ``kubeloop-serve`` reads it
+    (``serve/settings.py``); its bounds are the spec's.
+    """
+
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    # Strict: the JSON's true is not the number 1.
+    max_batch_size: Annotated[MaxBatchSize, Strict()] = 64
+    max_batch_delay_ms: Annotated[MaxBatchDelayMs, Strict()] = 1.0
+    role: Literal["stable", "canary"] = "stable"
+    inference_service: ObjectName | None = None
 
 
 # ------------------------------------------------------------------- training result

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kubeloop.settings import environment_variables
 from tests.manifest_tools import ROOT, kustomize, pod_specs, restricted_violations
 
 KUSTOMIZATIONS = (
@@ -195,8 +196,7 @@ def test_user_roles_aggregate_into_the_builtin_roles() -> None:
 
 
 def _settings_env_names() -> set[str]:
-    src = (ROOT / "operator" / "kubeloop" / "settings.py").read_text()
-    return set(re.findall(r'"(KUBELOOP_[A-Z_]+)"', src))
+    return set(environment_variables())
 
 
 def test_operator_deployment() -> None:

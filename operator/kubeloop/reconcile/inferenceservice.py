@@ -11,6 +11,9 @@ Seams for the closed loop (``handlers/loop.py``):
 - :func:`promotion_patch` and :func:`rollback_patch` are the spec changes that promote or
   roll back a manual canary, as a person makes them; the loop computes its own spec patch
   in its plan. This controller counts every transition (:func:`canary_transition`) once.
+
+Size (~540 lines): resolution, children, rollout state and status of one kind, one
+section each; the rollout state and the status are the next candidates to split.
 """
 
 from __future__ import annotations
@@ -22,14 +25,13 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from kubeloop import registry
-from kubeloop.builders import predictor as b
+from kubeloop.builders import predictor
 from kubeloop.conditions import Condition, Status, get_condition, set_conditions
-from kubeloop.reconcile import loop
+from kubeloop.manifest import Manifest
+from kubeloop.reconcile.canary import loop_canary
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 from kubeloop_runtime.train.spec import format_validation_error
-
-Obj = dict[str, Any]
 
 # Condition types.
 COND_READY = api.COND_READY
@@ -83,15 +85,15 @@ def desired_canary(
     """The canary that should run now, or None.
 
     ``spec.canary`` (a person's canary always wins), else the canary the closed loop
-    started itself (``status.loopCanary``, see :func:`kubeloop.reconcile.loop.loop_canary`);
+    started itself (``status.loopCanary``, see :func:`kubeloop.reconcile.canary.loop_canary`);
     every other function takes the result of this one.
     """
     if spec.canary is not None:
         return spec.canary
-    return loop.loop_canary(spec, status)
+    return loop_canary(spec, status)
 
 
-def promotion_patch(spec: api.InferenceServiceSpec, canary_version: str) -> Obj:
+def promotion_patch(spec: api.InferenceServiceSpec, canary_version: str) -> Manifest:
     """The merge patch that promotes ``canary_version`` to stable and removes the canary.
 
     The stable Deployment rolls to the canary's version (zero downtime: maxUnavailable 0
@@ -99,13 +101,13 @@ def promotion_patch(spec: api.InferenceServiceSpec, canary_version: str) -> Obj:
     A service that follows an alias is switched to name the version: to keep following the
     alias, move the alias instead (the registry) and apply :func:`rollback_patch`.
     """
-    model: Obj = {"modelVersion": canary_version}
+    model: Manifest = {"modelVersion": canary_version}
     if spec.model.model_version is None:
         model.update({"model": None, "alias": None})
     return {"spec": {"model": model, "canary": None}}
 
 
-def rollback_patch() -> Obj:
+def rollback_patch() -> Manifest:
     """The merge patch that rolls the canary back: the canary Deployment goes away."""
     return {"spec": {"canary": None}}
 
@@ -115,7 +117,7 @@ def rollback_patch() -> Obj:
 
 @dataclass(frozen=True)
 class Resolution:
-    served: b.ServedVersion | None
+    served: predictor.ServedVersion | None
     reason: str
     message: str
 
@@ -150,17 +152,17 @@ def check_model_version(mv: Mapping[str, Any] | None, name: str) -> Resolution:
             (ready or {}).get("message") or (ready or {}).get("reason") or "no Ready condition yet"
         )
         return Resolution(None, MODEL_VERSION_NOT_READY, f"ModelVersion {name} is not Ready: {why}")
-    return Resolution(b.ServedVersion(name=name, spec=mv_spec), RESOLVED, f"Serving {name}")
+    return Resolution(predictor.ServedVersion(name=name, spec=mv_spec), RESOLVED, f"Serving {name}")
 
 
-def _by_name(model_versions: Sequence[Obj], name: str) -> Mapping[str, Any] | None:
+def _by_name(model_versions: Sequence[Manifest], name: str) -> Mapping[str, Any] | None:
     for mv in model_versions:
         if mv.get("metadata", {}).get("name") == name:
             return mv
     return None
 
 
-def resolve_stable(ref: api.ModelRef, model_versions: Sequence[Obj]) -> Resolution:
+def resolve_stable(ref: api.ModelRef, model_versions: Sequence[Manifest]) -> Resolution:
     """The ModelVersion ``spec.model`` names, by name or by model + alias."""
     if ref.model_version is not None:
         return check_model_version(_by_name(model_versions, ref.model_version), ref.model_version)
@@ -177,7 +179,7 @@ def resolve_stable(ref: api.ModelRef, model_versions: Sequence[Obj]) -> Resoluti
     return check_model_version(holder, holder["metadata"]["name"])
 
 
-def resolve_canary(canary: api.CanarySpec, model_versions: Sequence[Obj]) -> Resolution:
+def resolve_canary(canary: api.CanarySpec, model_versions: Sequence[Manifest]) -> Resolution:
     return check_model_version(_by_name(model_versions, canary.model_version), canary.model_version)
 
 
@@ -253,7 +255,7 @@ class Ref:
 
 @dataclass
 class Plan:
-    apply: list[Obj] = field(default_factory=list)
+    apply: list[Manifest] = field(default_factory=list)
     delete: list[Ref] = field(default_factory=list)
 
 
@@ -278,7 +280,7 @@ def stable_replicas(
 
 def plan_children(
     spec: api.InferenceServiceSpec,
-    owner: b.Owner,
+    owner: predictor.Owner,
     settings: Settings,
     *,
     stable: Resolution,
@@ -299,49 +301,49 @@ def plan_children(
     - HPA when spec.autoscaling (and a stable Deployment exists); PDB when more than one
       stable replica. Otherwise deleted.
     """
-    plan = Plan(apply=[b.build_service(owner)])
+    plan = Plan(apply=[predictor.build_service(owner)])
     stable_exists = stable_dep is not None
     if stable.served is not None:
         plan.apply.append(
-            b.build_deployment(
+            predictor.build_deployment(
                 spec,
                 owner,
                 stable.served,
-                b.STABLE,
+                predictor.STABLE,
                 settings,
                 replicas=stable_replicas(spec, canary, canary_dep),
             )
         )
         stable_exists = True
 
-    canary_ref = Ref("apps/v1", "Deployment", b.canary_name(owner.name))
+    canary_ref = Ref("apps/v1", "Deployment", predictor.canary_name(owner.name))
     if canary is not None:
         if canary_resolution is not None and canary_resolution.served is not None:
             plan.apply.append(
-                b.build_deployment(
+                predictor.build_deployment(
                     spec,
                     owner,
                     canary_resolution.served,
-                    b.CANARY,
+                    predictor.CANARY,
                     settings,
-                    replicas=b.canary_replicas(
-                        b.stable_base_replicas(spec), canary.traffic_percent
+                    replicas=predictor.canary_replicas(
+                        predictor.stable_base_replicas(spec), canary.traffic_percent
                     ),
                 )
             )
     elif canary_dep is not None and not promotion_in_progress(stable, stable_dep, canary_dep):
         plan.delete.append(canary_ref)
 
-    hpa_ref = Ref("autoscaling/v2", "HorizontalPodAutoscaler", b.predictor_name(owner.name))
+    hpa_ref = Ref("autoscaling/v2", "HorizontalPodAutoscaler", predictor.predictor_name(owner.name))
     if spec.autoscaling is not None and stable_exists:
-        plan.apply.append(b.build_hpa(spec.autoscaling, owner))
+        plan.apply.append(predictor.build_hpa(spec.autoscaling, owner))
     elif spec.autoscaling is None:
         plan.delete.append(hpa_ref)
 
-    pdb_ref = Ref("policy/v1", "PodDisruptionBudget", b.predictor_name(owner.name))
-    if b.wants_pdb(spec) and stable_exists:
-        plan.apply.append(b.build_pdb(owner))
-    elif not b.wants_pdb(spec):
+    pdb_ref = Ref("policy/v1", "PodDisruptionBudget", predictor.predictor_name(owner.name))
+    if predictor.wants_pdb(spec) and stable_exists:
+        plan.apply.append(predictor.build_pdb(owner))
+    elif not predictor.wants_pdb(spec):
         plan.delete.append(pdb_ref)
     return plan
 
@@ -363,17 +365,19 @@ def promotion_in_progress(
 # ----------------------------------------------------------------------------- status
 
 
-def _traffic(stable: RolloutState | None, canary: RolloutState | None) -> list[Obj]:
-    present = [(r, s) for r, s in ((b.STABLE, stable), (b.CANARY, canary)) if s is not None]
+def _traffic(stable: RolloutState | None, canary: RolloutState | None) -> list[Manifest]:
+    present = [
+        (r, s) for r, s in ((predictor.STABLE, stable), (predictor.CANARY, canary)) if s is not None
+    ]
     ready_total = sum(s.ready for _, s in present)
     want_total = sum(s.replicas for _, s in present)
     out = []
     for role, s in present:
         # Requests spread over ready endpoints; before any is ready, show the plan.
         pct = (
-            b.traffic_percent(s.ready, ready_total)
+            predictor.traffic_percent(s.ready, ready_total)
             if ready_total > 0
-            else b.traffic_percent(s.replicas, want_total)
+            else predictor.traffic_percent(s.replicas, want_total)
         )
         out.append(
             {
@@ -389,7 +393,7 @@ def _traffic(stable: RolloutState | None, canary: RolloutState | None) -> list[O
 
 def compute_status(
     spec: api.InferenceServiceSpec,
-    owner: b.Owner,
+    owner: predictor.Owner,
     *,
     generation: int | None,
     old_status: Mapping[str, Any] | None,
@@ -399,7 +403,7 @@ def compute_status(
     stable_dep: Mapping[str, Any] | None,
     canary_dep: Mapping[str, Any] | None,
     now: str | None = None,
-) -> Obj:
+) -> Manifest:
     """The whole status object (absent fields as None, so a merge patch removes them)."""
     old = old_status or {}
     st = rollout_state(stable_dep)
@@ -473,7 +477,7 @@ def compute_status(
     )
     return {
         "observedGeneration": generation,
-        "url": b.service_url(owner.name, owner.namespace),
+        "url": predictor.service_url(owner.name, owner.namespace),
         "modelName": model_name,
         "servingVersion": st.version,
         "canaryVersion": canary.model_version if canary is not None else None,
@@ -490,7 +494,7 @@ def invalid_status(
     generation: int | None,
     message: str,
     now: str | None = None,
-) -> Obj:
+) -> Manifest:
     conds = [
         Condition(COND_READY, "False", INVALID_SPEC, message),
         Condition(COND_MODEL_RESOLVED, "Unknown", INVALID_SPEC, message),
