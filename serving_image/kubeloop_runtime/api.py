@@ -79,9 +79,9 @@ class Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
-        # A field's docstring (the string under it) is its description in crds/.
-        use_attribute_docstrings=True,
     )
+    # A field's docstring (the string under it) is its description in crds/. crdgen reads it
+    # from the source; pydantic's use_attribute_docstrings would do it at every import.
 
     def wire(self) -> dict[str, Any]:
         """The JSON-ready camelCase form, without unset optional fields."""

@@ -4,7 +4,8 @@
 ``kubeloop_runtime.resources`` by ``kubeloop_runtime.crdgen`` (``make crds``), the way
 controller-gen generates CRDs from Go types and their ``+kubebuilder`` markers. Types, enums,
 bounds, patterns, required fields and plain defaults come from pydantic itself; a field's
-description is the docstring written under it (``use_attribute_docstrings``). What is left is
+description is the docstring written under it (read by the generator from the source, as
+pydantic's ``use_attribute_docstrings`` would at every import). What is left is
 declared with these markers, all light (pydantic only) and inert at validation time:
 
 - on a field, in its ``Annotated[...]``: ``Cel`` (an ``x-kubernetes-validations`` rule),

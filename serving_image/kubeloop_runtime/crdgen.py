@@ -17,8 +17,12 @@ against the regenerated one.
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
+import itertools
 import re
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,20 +70,60 @@ KEY_ORDER = (
     "additionalProperties",
     "items",
 )
-# pydantic's keys that a structural schema does not carry.
-DROPPED = {"title", "$defs"}
+# pydantic's keys that a structural schema does not carry, and our own note.
+FIELD_DOCS = "x-kubeloop-field-docs"
+DROPPED = {"title", "$defs", FIELD_DOCS}
 
 
 class SchemaError(ValueError):
     """A model says something the generator cannot turn into a structural schema."""
 
 
+def field_docstrings(cls: type) -> dict[str, str]:
+    """The string written under each field of a class, by field name.
+
+    What pydantic's ``use_attribute_docstrings`` reads, read here from the source only when
+    generating, so that importing the models costs nothing more.
+    """
+    (tree,) = ast.parse(textwrap.dedent(inspect.getsource(cls))).body
+    assert isinstance(tree, ast.ClassDef)
+    docs = {}
+    for field, after in itertools.pairwise(tree.body):
+        if (
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[field.target.id] = after.value.value
+    return docs
+
+
+def _alias(cls: type[BaseModel], name: str) -> str:
+    """A field's wire name (a model built before a forward reference resolved has its
+    ``FieldInfo.alias`` unset, so ask the alias generator)."""
+    alias = cls.model_fields[name].alias
+    generate = cls.model_config.get("alias_generator")
+    if alias is None and callable(generate):
+        alias = str(generate(name))
+    return alias or name
+
+
 class _Generator(GenerateJsonSchema):
-    """pydantic's JSON schema, with each model's class-level CEL rules on its definition."""
+    """pydantic's JSON schema, with each model's field docstrings as descriptions and its
+    class-level CEL rules on its definition."""
 
     def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
         out = super().model_schema(schema)
-        rules = [r.as_schema() for r in class_rules(schema["cls"])]
+        cls: type[BaseModel] = schema["cls"]
+        # On the model's own schema (pydantic may still replace its properties' dicts).
+        out[FIELD_DOCS] = {
+            _alias(cls, name): doc
+            for name, doc in field_docstrings(cls).items()
+            if name in cls.model_fields
+        }
+        rules = [r.as_schema() for r in class_rules(cls)]
         if rules:
             out[VALIDATIONS] = [*out.get(VALIDATIONS, []), *rules]
         return out
@@ -150,8 +194,14 @@ def structural(node: Schema, defs: Schema, path: str) -> Schema:
         elif key == VALIDATIONS:
             out[key] = [_rule(r, path) for r in value]
         elif key == "properties":
+            docs = node.get(FIELD_DOCS, {})
             out[key] = {
-                name: structural(sub, defs, f"{path}.{name}") for name, sub in value.items()
+                name: structural(
+                    {"description": docs[name], **sub} if name in docs else sub,
+                    defs,
+                    f"{path}.{name}",
+                )
+                for name, sub in value.items()
             }
         elif key in {"items", "additionalProperties"}:
             out[key] = structural(value, defs, path)
@@ -204,8 +254,11 @@ def openapi_schema(cls: type[BaseModel], resource: CustomResource) -> Schema:
             },
         },
     }
+    docs = raw.get(FIELD_DOCS, {})
     for name, sub in raw["properties"].items():
-        properties[name] = structural(sub, defs, name)
+        properties[name] = structural(
+            {"description": docs[name], **sub} if name in docs else sub, defs, name
+        )
     root: Schema = {
         "type": "object",
         "description": _text(cls.__doc__ or ""),
