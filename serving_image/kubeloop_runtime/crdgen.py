@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import inspect
 import itertools
 import re
@@ -380,6 +381,11 @@ def resources() -> list[type[BaseModel]]:
 
 def files() -> dict[str, str]:
     """Every file of crds/, by name: one CRD per resource and the kustomization."""
+    return dict(_files())
+
+
+@functools.cache
+def _files() -> dict[str, str]:
     out: dict[str, str] = {}
     for cls in resources():
         resource = resource_of(cls)
