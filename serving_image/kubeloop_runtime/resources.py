@@ -4,8 +4,8 @@
 ``@custom_resource`` class is one CRD, its docstring the kind's description, its ``spec`` the
 model of ``kubeloop_runtime.api`` and its ``status`` the model below, which says what the
 operator may write (every field optional: the operator fills them in as it learns them).
-Statuses are loose on purpose (lengths, not enums, for words the operator chooses), so an
-older CRD never refuses a newer operator's status.
+They bound what the operator writes (mostly lengths, not enums, for the words it chooses);
+the operator builds its status as dicts today, so these models are the schema only.
 """
 
 from __future__ import annotations
