@@ -9,7 +9,11 @@ namespaces: everything a pod reads or writes goes through the S3 server.
 - the closed loop on new data: a file lands under the dataset prefix, the operator sees the
   new version, retrains, gates, canaries and promotes; the lineage names the version;
 - a missing bucket, a missing object and wrong credentials each end in a TrainingJob
-  condition naming the field and the cause, with no secret value anywhere.
+  condition naming the field and the cause, with no secret value anywhere;
+- the predictor's side of it: a model object gone, wrong credentials and a changed object
+  each end in the InferenceService's ModelLoaded and Ready conditions (reason and message
+  naming the field and the cause) and a Warning event, which clear once the cause is fixed
+  and the restarted server loads the model.
 """
 
 from __future__ import annotations
@@ -290,6 +294,131 @@ def test_failures_name_the_field_and_the_cause(
         assert "not-the-secret-key" not in json.dumps(tj)
         # Exit code 2: the Job fails at once, no retries of what retrying cannot fix.
         assert kube.get(api.API_VERSION, "ModelVersion", namespace, f"{name}-v1") is None
+
+
+# ----------------------------------------------------------------------- the predictor
+
+
+def object_file(server: S3Server, uri: str) -> Path:
+    """Where versitygw's posix backend keeps ``uri`` (a bucket is a directory)."""
+    loc = storage.parse(uri)
+    return server.root / "data" / loc.bucket / loc.key
+
+
+def warnings_about(kube: Kube, ns: str, name: str) -> list[tuple[str, str]]:
+    events = client.CoreV1Api(kube.api_client).list_namespaced_event(
+        ns, field_selector=f"involvedObject.name={name},type=Warning"
+    )
+    return [(e.reason, e.message) for e in events.items]
+
+
+def test_predictor_refusals_show_on_the_inferenceservice_and_clear(
+    secret: str,
+    kube: Kube,
+    s3_server: S3Server,
+    namespace: str,
+    bucket: str,
+    kubelet: Any,
+    s3_operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    w = World(kube, namespace, kubelet, s3_operator)
+    upload_csv(load_iris(as_frame=True).frame, f"{bucket}/data/iris.csv", s3_server, tmp_path)
+    dataset = {"uri": f"{bucket}/data/iris.csv", "target": "target"}
+    kube.create(
+        trainingjob(
+            namespace, "iris", dataset=dataset, artifact={"uri": f"{bucket}/models", "onnx": False}
+        )
+    )
+    mv = w.wait(lambda: w._ready_mv("iris-v1"), "iris-v1 to be registered and Ready", TIMEOUT)
+    model_uri = mv["spec"]["artifact"]["uri"]
+    stored = object_file(s3_server, model_uri)
+    saved = tmp_path / "model.skops"
+    saved.write_bytes(stored.read_bytes())
+    core = client.CoreV1Api(kube.api_client)
+
+    def refused(reason: str) -> dict[str, Any] | None:
+        c = w.condition("ModelLoaded")
+        return c if (c.get("status"), c.get("reason")) == ("False", reason) else None
+
+    def loaded() -> bool:
+        return bool(
+            w.condition("ModelLoaded").get("status") == "True"
+            and is_true(w.isvc(), "Ready")
+            and w.pod_ips("stable", "iris-v1")
+        )
+
+    def restart_predictor() -> None:
+        for p in core.list_namespaced_pod(
+            namespace, label_selector=f"{api.LABEL_ROLE}=stable"
+        ).items:
+            core.delete_namespaced_pod(p.metadata.name, namespace, grace_period_seconds=0)
+
+    # 1. The model object is gone before the first pod starts.
+    stored.unlink()
+    kube.create(
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "InferenceService",
+            "metadata": {"name": ISVC, "namespace": namespace},
+            "spec": {"model": {"modelVersion": "iris-v1"}, "replicas": 1},
+        }
+    )
+    c = w.wait(lambda: refused("ObjectNotFound"), "ModelLoaded=False ObjectNotFound")
+    for word in ("spec.artifact.uri", f"object {model_uri} does not exist", s3_server.endpoint):
+        assert word in c["message"], c["message"]
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False", "ObjectNotFound", c["message"]
+    )  # fmt: skip
+    w.wait(
+        lambda: any(r == "ObjectNotFound" for r, _ in warnings_about(kube, namespace, ISVC)),
+        "a Warning event ObjectNotFound",
+    )
+    stored.write_bytes(saved.read_bytes())  # it is back: the restarted server loads it
+    w.wait(loaded, "ModelLoaded and Ready to clear once the object is back")
+    assert w.condition("ModelLoaded")["reason"] == "Loaded"
+
+    # 2. Wrong credentials in the Secret the ModelVersion names.
+    good = core.read_namespaced_secret(SECRET, namespace).data
+    wrong = base64.b64encode(b"not-the-secret-key").decode()
+    core.patch_namespaced_secret(SECRET, namespace, {"data": {"AWS_SECRET_ACCESS_KEY": wrong}})
+    restart_predictor()
+    c = w.wait(lambda: refused("StorageAccessDenied"), "ModelLoaded=False StorageAccessDenied")
+    for word in (
+        "spec.artifact.uri",
+        "denied",
+        "SignatureDoesNotMatch",
+        "spec.artifact.storage.secretName",
+    ):
+        assert word in c["message"], c["message"]
+    w.wait(
+        lambda: any(r == "StorageAccessDenied" for r, _ in warnings_about(kube, namespace, ISVC)),
+        "a Warning event StorageAccessDenied",
+    )
+    core.patch_namespaced_secret(SECRET, namespace, {"data": good})
+    w.wait(loaded, "ModelLoaded and Ready to clear once the credentials are right")
+
+    # 3. The object changed after training: the recorded sha256 refuses it.
+    stored.write_bytes(b"PK not the model that was trained")
+    restart_predictor()
+    c = w.wait(
+        lambda: refused("ArtifactIntegrityFailed"), "ModelLoaded=False ArtifactIntegrityFailed"
+    )
+    assert (
+        "spec.artifact.sha256" in c["message"] and mv["spec"]["artifact"]["sha256"] in c["message"]
+    )
+    w.wait(
+        lambda: any(
+            r == "ArtifactIntegrityFailed" for r, _ in warnings_about(kube, namespace, ISVC)
+        ),
+        "a Warning event ArtifactIntegrityFailed",
+    )
+    stored.write_bytes(saved.read_bytes())
+    w.wait(loaded, "ModelLoaded and Ready to clear once the object is the recorded one")
+    # No secret value anywhere the operator writes.
+    everything = json.dumps([w.isvc(), warnings_about(kube, namespace, ISVC)])
+    assert "not-the-secret-key" not in everything and s3server.SECRET_KEY not in everything
 
 
 # ----------------------------------------------------------------------- examples/s3
