@@ -322,6 +322,21 @@ def user_env(cluster: Cluster) -> dict[str, str]:
     }
 
 
+def run_as_user(cmd: str, env: dict[str, str]) -> str:
+    """One README command, by a shell in the repository as a user would: its stdout."""
+    out = subprocess.run(
+        ["bash", "-c", cmd],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=330,
+        check=False,
+    )
+    assert out.returncode == 0, f"{cmd}\n{out.stderr}{out.stdout}"
+    return out.stdout
+
+
 def test_iris_walkthrough_as_written_on_real_pods(
     installed: None, cluster: Cluster, core: client.CoreV1Api, kube: Kube
 ) -> None:
@@ -354,18 +369,9 @@ def test_iris_walkthrough_as_written_on_real_pods(
                 continue
             if "<id from the prediction>" in cmd:
                 cmd = cmd.replace("<id from the prediction>", answers[0]["id"])
-            out = subprocess.run(
-                ["bash", "-c", cmd],
-                cwd=REPO,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=330,
-                check=False,
-            )
-            assert out.returncode == 0, f"{cmd}\n{out.stderr}{out.stdout}"
+            stdout = run_as_user(cmd, env)
             if cmd.startswith("curl"):
-                answers.append(json.loads(out.stdout))
+                answers.append(json.loads(stdout))
     finally:
         if forward is not None:
             forward.terminate()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -45,6 +44,7 @@ from tests.integration.test_real_node import (
     core,
     installed,
     pods,
+    run_as_user,
     user_env,
 )
 
@@ -100,16 +100,7 @@ def run_readme(cluster: Cluster, endpoint: str) -> None:
             continue
         if cmd.startswith("python3 "):
             cmd = shlex.quote(sys.executable) + cmd.removeprefix("python3")
-        out = subprocess.run(
-            ["bash", "-c", cmd],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=330,
-            check=False,
-        )
-        assert out.returncode == 0, f"{cmd}\n{out.stderr}{out.stdout}"
+        run_as_user(cmd, env)
     assert ran == 13, ran  # the export, 3 python3 and 9 kubectl commands
 
 
