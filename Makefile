@@ -55,8 +55,8 @@ bench: ## The benchmarks (training overhead, serving throughput vs KServe and ML
 	$(PYTHON) bench/train_bench.py
 	$(PYTHON) bench/serve_bench.py
 
-kind-up: ## Create a kind cluster with Kubeloop, Prometheus and Grafana (needs Docker and kind)
-	hack/kind-up.sh
+kind-up: ## Create a kind cluster with Kubeloop, Prometheus and Grafana (needs Docker and kind); OBJECTSTORE=1 adds an S3 store
+	OBJECTSTORE="$(OBJECTSTORE)" hack/kind-up.sh
 
 kind-down: ## Delete the kind cluster
 	hack/kind-down.sh

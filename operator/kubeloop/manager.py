@@ -43,6 +43,7 @@ from kubeloop.metrics import (
     FaultMetrics,
     OperatorMetrics,
 )
+from kubeloop.reconcile import inferenceservice as isvc_reconcile
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 
@@ -221,6 +222,7 @@ class Manager:
         inf["InferenceService"].add_handler(self._on_inferenceservice)
         inf["Job"].add_handler(self._on_training_child)
         inf["Pod"].add_handler(self._on_training_child)
+        inf["Pod"].add_handler(self._on_predictor_pod)
         for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
             inf[kind].add_handler(self._on_predictor_child)
 
@@ -278,6 +280,13 @@ class Manager:
         tj = _label(new or old, api.LABEL_TRAININGJOB)
         if tj:
             self._enqueue(TRAININGJOB, cache.key_of(new or old or {})[0], tj)
+
+    def _on_predictor_pod(self, type_: str, new: Obj | None, old: Obj | None) -> None:
+        """A predictor pod's readiness or refusal to load changed: its InferenceService's
+        ModelLoaded/Ready follow (other pod events enqueue nothing)."""
+        isvc = _label(new or old, api.LABEL_INFERENCESERVICE)
+        if isvc and isvc_reconcile.pod_signal(new) != isvc_reconcile.pod_signal(old):
+            self._enqueue(INFERENCESERVICE, cache.key_of(new or old or {})[0], isvc)
 
     def _on_predictor_child(self, type_: str, new: Obj | None, old: Obj | None) -> None:
         isvc = _label(new or old, api.LABEL_INFERENCESERVICE)

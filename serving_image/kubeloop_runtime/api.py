@@ -916,3 +916,20 @@ EXIT_UNEXPECTED = 1
 EXIT_INVALID = 2
 EXIT_GATE_FAILED = 3
 TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class StartupFailure(Model):
+    """What `kubeloop-serve` writes to its termination message when it refuses to start.
+
+    The operator reads it from the predictor pod's status (``lastState.terminated.message``)
+    and shows it on the InferenceService (condition ``ModelLoaded``). ``reason`` is
+    CamelCase: the object store's (``BucketNotFound``, ``ObjectNotFound``,
+    ``StorageAccessDenied``, ``StorageUnreachable``, ``StorageError``), or
+    ``ArtifactIntegrityFailed``, ``LibraryVersionMismatch``, ``ArtifactRefused``,
+    ``StartupFailed``. ``message`` names the ModelVersion's field and the cause, never a
+    credential.
+    """
+
+    kind: Literal["StartupFailure"] = "StartupFailure"
+    reason: Annotated[str, Field(max_length=64, pattern=r"^[A-Z][A-Za-z0-9]*$")]
+    message: Annotated[str, Field(max_length=2048)] = ""

@@ -30,6 +30,7 @@ from kubeloop.builders.predictor import (
     predictor_name,
 )
 from kubeloop.client import CachedClient
+from kubeloop.conditions import get_condition
 from kubeloop.controller import Result
 from kubeloop.handlers import _events
 from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer, state_of
@@ -39,8 +40,12 @@ from kubeloop.metrics import (
     OperatorMetrics,
 )
 from kubeloop.reconcile.inferenceservice import (
+    COND_CANARY_READY,
+    COND_MODEL_LOADED,
     COND_MODEL_RESOLVED,
     INVALID_SPEC,
+    LOADED,
+    NOT_REFUSALS,
     InvalidSpecError,
     Resolution,
     canary_transition,
@@ -221,6 +226,7 @@ def _reconcile(
         canary_resolution=canary_res,
         stable_dep=stable_dep,
         canary_dep=canary_dep,
+        pods=kube.list("v1", "Pod", namespace, labels={api.LABEL_INFERENCESERVICE: name}),
     )
     _write_status(kube, namespace, name, old_status, status)
     _observe_transitions(
@@ -307,6 +313,26 @@ def _observe_transitions(
     was = condition_status(old, COND_MODEL_RESOLVED)
     if not stable.ok and was != "False":
         _event(body, "Warning", reason=stable.reason, message=stable.message)
+    for type_ in (COND_MODEL_LOADED, COND_CANARY_READY):
+        _loading_event(body, type_, old, new)
+
+
+def _loading_event(
+    body: Mapping[str, Any], type_: str, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    """A Warning when predictor pods refuse their model (a new cause, once), a Normal
+    event when they load it again."""
+    before = get_condition(old.get("conditions"), type_) or {}
+    after = get_condition(new.get("conditions"), type_) or {}
+    refused = after.get("status") == "False" and after.get("reason") not in NOT_REFUSALS
+    if refused and (before.get("status"), before.get("reason")) != ("False", after["reason"]):
+        _event(body, "Warning", reason=str(after["reason"]), message=str(after.get("message")))
+    elif (
+        type_ == COND_MODEL_LOADED
+        and after.get("status") == "True"
+        and before.get("status") == "False"
+    ):
+        _event(body, "Normal", reason=LOADED, message=str(after.get("message")))
 
 
 def _event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

@@ -38,6 +38,7 @@ COND_READY = api.COND_READY
 COND_MODEL_RESOLVED = "ModelResolved"
 COND_ROLLED_OUT = "RolledOut"
 COND_CANARY_READY = "CanaryReady"
+COND_MODEL_LOADED = "ModelLoaded"
 
 # Reasons.
 RESOLVED = "Resolved"
@@ -46,6 +47,14 @@ MODEL_VERSION_NOT_READY = "ModelVersionNotReady"
 ALIAS_NOT_FOUND = "AliasNotFound"
 INVALID_SPEC = "InvalidSpec"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+LOADED = "Loaded"
+LOADING = "Loading"
+PREDICTOR_FAILED = "PredictorFailed"  # a container exit that is not a refusal of ours
+# CanaryReady=False reasons that are progress or resolution, not a pod's refusal.
+NOT_REFUSALS = frozenset(
+    {"Progressing", "DeploymentMissing", MODEL_VERSION_NOT_FOUND, MODEL_VERSION_NOT_READY,
+     PROGRESS_DEADLINE_EXCEEDED}
+)  # fmt: skip
 
 PHASE_PENDING = "Pending"
 PHASE_READY = "Ready"
@@ -243,6 +252,108 @@ def rollout_state(dep: Mapping[str, Any] | None) -> RolloutState:
     return state(True, "RolledOut", f"Deployment {name} serves {version} on {want} replica(s)")
 
 
+# ----------------------------------------------------------------------------- model loading
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a predictor pod does not serve: its server's refusal to start, from the pod."""
+
+    pod: str
+    reason: str
+    message: str
+
+    @property
+    def text(self) -> str:
+        return f"Pod {self.pod}: {self.message}"
+
+
+def _termination(cs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The container's current termination, else its last one."""
+    state = (cs.get("state") or {}).get("terminated")
+    return state or (cs.get("lastState") or {}).get("terminated") or None
+
+
+def pod_load_failure(pod: Mapping[str, Any]) -> LoadFailure | None:
+    """The refusal of a predictor pod that is not ready, as the kubelet reported it.
+
+    ``kubeloop-serve`` writes an :class:`api.StartupFailure` to its termination message
+    when it cannot load its model (a missing object, refused credentials, a changed
+    sha256...); any other exit is told by its code. A ready container has recovered:
+    its last termination is history, not a cause.
+    """
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    for cs in (pod.get("status") or {}).get("containerStatuses") or ():
+        if cs.get("ready"):
+            continue
+        term = _termination(cs)
+        if term is None:
+            continue
+        text = str(term.get("message") or "")
+        try:
+            failure = api.StartupFailure.model_validate_json(text)
+        except ValidationError:
+            code = term.get("exitCode")
+            if code in (None, 0):
+                continue
+            why = term.get("reason") or "Error"
+            return LoadFailure(
+                str(meta.get("name", "")),
+                PREDICTOR_FAILED,
+                f"the predictor container exited with code {code} ({why})",
+            )
+        return LoadFailure(str(meta.get("name", "")), failure.reason, failure.message)
+    return None
+
+
+def load_failure(pods: Sequence[Manifest], role: str, version: str | None) -> LoadFailure | None:
+    """The first refusal (by pod name) among the pods of ``role`` that serve ``version``."""
+    if version is None:
+        return None
+    want = {api.LABEL_ROLE: role, api.LABEL_MODELVERSION: version}
+    found = [
+        f
+        for p in pods
+        if all(((p.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in want.items())
+        for f in [pod_load_failure(p)]
+        if f is not None
+    ]
+    return min(found, key=lambda f: f.pod) if found else None
+
+
+def pod_signal(pod: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """What of a predictor pod the InferenceService's status depends on: a pod event
+    that changes none of it enqueues nothing."""
+    if pod is None:
+        return ()
+    statuses = (pod.get("status") or {}).get("containerStatuses") or ()
+    return (
+        tuple(bool(cs.get("ready")) for cs in statuses),
+        pod_load_failure(pod),
+        bool((pod.get("metadata") or {}).get("deletionTimestamp")),
+    )
+
+
+def model_loaded(stable: Resolution, st: RolloutState, failure: LoadFailure | None) -> Condition:
+    """``ModelLoaded``: whether the stable pods loaded the version they serve."""
+    if failure is not None:
+        return Condition(COND_MODEL_LOADED, "False", failure.reason, failure.text)
+    if stable.served is None or st.version is None:
+        return Condition(COND_MODEL_LOADED, "Unknown", LOADING, "No predictor serves a model yet")
+    if st.version == stable.served.name and st.done:
+        return Condition(
+            COND_MODEL_LOADED, "True", LOADED, f"{st.ready} replica(s) loaded {st.version}"
+        )
+    return Condition(
+        COND_MODEL_LOADED,
+        "Unknown",
+        LOADING,
+        f"Waiting for the predictor pods to load {st.version}",
+    )
+
+
 # ----------------------------------------------------------------------------- plan
 
 
@@ -402,9 +513,14 @@ def compute_status(
     canary_resolution: Resolution | None,
     stable_dep: Mapping[str, Any] | None,
     canary_dep: Mapping[str, Any] | None,
+    pods: Sequence[Manifest] = (),
     now: str | None = None,
 ) -> Manifest:
-    """The whole status object (absent fields as None, so a merge patch removes them)."""
+    """The whole status object (absent fields as None, so a merge patch removes them).
+
+    ``pods`` are the InferenceService's predictor pods: a server's refusal to load its
+    model shows in ``ModelLoaded`` (stable) or ``CanaryReady``, and in ``Ready``.
+    """
     old = old_status or {}
     st = rollout_state(stable_dep)
     conds: list[Condition] = []
@@ -424,13 +540,20 @@ def compute_status(
     else:
         rolled = Condition(COND_ROLLED_OUT, "True" if st.done else "False", st.reason, st.message)
     conds.append(rolled)
+    failure = load_failure(pods, predictor.STABLE, st.version) if stable_dep is not None else None
+    conds.append(model_loaded(stable, st, failure))
 
     cst = rollout_state(canary_dep) if canary_dep is not None else None
+    canary_failure = load_failure(pods, predictor.CANARY, cst.version) if cst is not None else None
     if canary is not None:
         if canary_resolution is None or not canary_resolution.ok:
             reason = canary_resolution.reason if canary_resolution else MODEL_VERSION_NOT_FOUND
             msg = canary_resolution.message if canary_resolution else ""
             conds.append(Condition(COND_CANARY_READY, "False", reason, msg))
+        elif cst is not None and cst.version == canary.model_version and canary_failure:
+            conds.append(
+                Condition(COND_CANARY_READY, "False", canary_failure.reason, canary_failure.text)
+            )
         elif cst is None or cst.version != canary.model_version:
             conds.append(
                 Condition(
@@ -450,6 +573,8 @@ def compute_status(
     ready: Condition
     if not stable.ok:
         ready = Condition(COND_READY, "False", stable.reason, stable.message)
+    elif rolled.status != "True" and failure is not None:
+        ready = Condition(COND_READY, "False", failure.reason, failure.text)
     elif rolled.status != "True":
         ready = Condition(COND_READY, "False", rolled.reason, rolled.message)
     elif st.available + (cst.available if cst else 0) < 1:

@@ -70,6 +70,9 @@ class ServeSettings:
     # Run model calls in a worker thread (None: the default, yes); off = on the event loop.
     predict_in_thread: bool | None = None
     log_level: str = "info"
+    # Where a refusal to start is written for the kubelet (None: /dev/termination-log,
+    # where it exists and is writable).
+    termination_log: Path | None = None
 
     @property
     def version(self) -> str:
@@ -173,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model calls in a worker thread (auto = on) or inline on the event loop (off)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--termination-log",
+        type=Path,
+        default=None,
+        help="where a refusal to start is written (default: /dev/termination-log if writable)",
+    )
     return p
 
 
@@ -280,4 +289,5 @@ def parse_settings(
         use_onnx=not args.no_onnx,
         predict_in_thread={"auto": None, "on": True, "off": False}[args.predict_thread],
         log_level=args.log_level,
+        termination_log=args.termination_log,
     )
