@@ -143,7 +143,9 @@ def _installed_requirements(dockerfile: Path) -> list[str]:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert "-r /tmp/requirements.txt" in deps
-    copies = [i for i, (op, r) in enumerate(ins) if op == "COPY" and "kubeloop" in r and "--from" not in r]
+    copies = [
+        i for i, (op, r) in enumerate(ins) if op == "COPY" and "kubeloop" in r and "--from" not in r
+    ]
     (last,) = [i for i, (op, r) in enumerate(ins) if op == "RUN" and "--no-deps" in r]
     assert ins.index(("RUN", deps)) < min(copies) < max(copies) < last, "dependencies first"
     return out.splitlines()
