@@ -21,6 +21,10 @@ may pass such a mapping instead of the process environment (the operator does, w
 Secret's values, to observe a dataset's version). Values are never logged: errors name the
 URI, the endpoint and the cause only.
 
+Size (~520 lines): one client for three providers (locations, credentials, streamed reads
+and writes, versions, errors), one section each, behind the small surface the trainer, the
+server and the operator use.
+
 Integrity: :func:`download` hashes while it streams to a temporary file beside the
 destination and renames it only when the digest is the expected one, so a changed object
 is refused and an artifact is never held in memory (chunks of :data:`CHUNK` bytes).

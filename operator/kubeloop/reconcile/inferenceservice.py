@@ -12,8 +12,9 @@ Seams for the closed loop (``handlers/loop.py``):
   roll back a manual canary, as a person makes them; the loop computes its own spec patch
   in its plan. This controller counts every transition (:func:`canary_transition`) once.
 
-Size (~540 lines): resolution, children, rollout state and status of one kind, one
-section each; the rollout state and the status are the next candidates to split.
+Size (~670 lines): resolution, children, rollout state, predictor pods' load failures and
+status of one kind, one section each; the rollout state, the load failures and the status
+are the next candidates to split.
 """
 
 from __future__ import annotations
