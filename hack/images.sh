@@ -300,19 +300,11 @@ build_ours() {
   if [ -f "${build_ca_bundle}" ]; then
     mounts=(--volume "${build_ca_bundle}:/etc/ssl/certs/ca-certificates.crt:ro")
   fi
-  local previous
-  previous="$(image_id "${name}" 2>/dev/null || true)"
   log "buildah bud -f ${dockerfile} -t ${name}"
-  # --layers keeps each step's result as a cache: the Dockerfiles install the dependencies
-  # before they copy our sources, so a change to the sources alone rebuilds in seconds.
-  # Those cached steps are untagged images, so no `rmi --prune` here (it would drop them);
-  # the image this build replaces is removed instead.
-  (cd "${repo}" && bah bud --quiet --layers --isolation chroot --network host --pull-never \
-    --format oci --build-arg "PYTHON_IMAGE=${base_image}" --annotation "${key_label}=${key}" \
-    "${mounts[@]}" -f "${dockerfile}" -t "${name}" .) >&2
-  if [ -n "${previous}" ] && [ "${previous}" != "$(image_id "${name}" 2>/dev/null || true)" ]; then
-    bah rmi "${previous}" >/dev/null 2>&1 || true
-  fi
+  (cd "${repo}" && bah bud --quiet --isolation chroot --network host --pull-never --format oci \
+    --build-arg "PYTHON_IMAGE=${base_image}" --annotation "${key_label}=${key}" "${mounts[@]}" \
+    -f "${dockerfile}" -t "${name}" .) >&2
+  bah rmi --prune >/dev/null 2>&1 || true
   log "built ${name} (${short})"
 }
 
