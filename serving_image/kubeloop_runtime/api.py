@@ -12,6 +12,7 @@ keeps the two in step.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -350,6 +351,91 @@ class TriggerRef(Model):
     time: Annotated[str, Field(max_length=64)] | None = None
 
 
+# Hyperparameter search (docs/training.md#hyperparameter-search): at most this many trials
+# and pods at once, so the Indexed Job and status.trials stay small.
+MAX_TRIALS = 64
+MAX_SEARCH_PARALLELISM = 16
+MAX_SEARCH_PARAMETERS = 8
+MAX_SEARCH_VALUES = 32
+# A map key (JSON schema cannot bound map keys with a pattern as a structural CRD can;
+# SearchSpec checks the form, the CRD by CEL).
+HyperparameterName = Annotated[str, Field(min_length=1, max_length=63)]
+HYPERPARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SearchSpace(Model):
+    """The values one hyperparameter takes: a list (``values``; grid or random), or a
+    range for random search (``min``..``max``, uniform or ``log`` uniform, ``integer``)."""
+
+    values: Annotated[list[Scalar], Field(min_length=1, max_length=MAX_SEARCH_VALUES)] | None = None
+    min: float | None = None
+    max: float | None = None
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchSpace:
+        ranged = self.min is not None or self.max is not None
+        if (self.values is not None) == ranged:
+            raise ValueError("spec.search.parameters: set either values, or min and max")
+        if ranged:
+            if self.min is None or self.max is None or self.min > self.max:
+                raise ValueError("spec.search.parameters: a range needs min <= max")
+            if self.log and self.min <= 0:
+                raise ValueError("spec.search.parameters: a log range needs min > 0")
+        for v in self.values or ():
+            if isinstance(v, str) and len(v) > 256:
+                raise ValueError("spec.search.parameters: string values are at most 256 characters")
+        return self
+
+
+class SearchSpec(Model):
+    """Hyperparameter search: one Indexed Job whose pod ``i`` trains trial ``i``.
+
+    Trial ``i``'s hyperparameters are a pure function of this spec and ``i``
+    (:mod:`kubeloop_runtime.search`): ``grid`` walks the product of every ``values`` list in
+    parameter-name order; ``random`` draws each parameter from a hash of ``seed``, ``i`` and
+    its name, so a retried pod trains the same trial. The best trial by ``metric`` (default:
+    the quality gate's first threshold, else accuracy or rmse) is registered.
+    """
+
+    algorithm: Literal["grid", "random"] = "grid"
+    parameters: Annotated[
+        dict[HyperparameterName, SearchSpace],
+        Field(min_length=1, max_length=MAX_SEARCH_PARAMETERS),
+    ]
+    # grid: at most this many combinations (more is refused); random: this many trials.
+    max_trials: Annotated[int, Field(ge=1, le=MAX_TRIALS)] = 10
+    parallelism: Annotated[int, Field(ge=1, le=MAX_SEARCH_PARALLELISM)] = 2
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    metric: MetricName | None = None
+
+    @model_validator(mode="after")
+    def _grid_has_values(self) -> SearchSpec:
+        bad = sorted(n for n in self.parameters if not HYPERPARAMETER_NAME.match(n))
+        if bad:
+            raise ValueError(
+                "spec.search.parameters: names are hyperparameter names (letters, digits, _;"
+                f" at most 63 characters): {', '.join(bad)}"
+            )
+        if self.algorithm == "grid":
+            ranged = sorted(n for n, s in self.parameters.items() if s.values is None)
+            if ranged:
+                raise ValueError(
+                    f"spec.search.parameters: a grid needs values for every parameter"
+                    f" (no values: {', '.join(ranged)})"
+                )
+            size = 1
+            for space in self.parameters.values():
+                size *= len(space.values or ())
+            if size > self.max_trials:
+                raise ValueError(
+                    f"spec.search: the grid has {size} combinations, more than"
+                    f" maxTrials {self.max_trials}"
+                )
+        return self
+
+
 class TrainingJobSpec(Model):
     model: ModelName
     dataset: DatasetSpec
@@ -377,6 +463,18 @@ class TrainingJobSpec(Model):
     champion_gate: ChampionGate | None = None
     # Check the dataset against a reference version's statistics before training.
     validation: ValidationSpec | None = None
+    # Hyperparameter search: one Indexed Job of trials, the best one registered.
+    search: SearchSpec | None = None
+
+    @property
+    def search_metric(self) -> str:
+        """The metric that ranks search trials: spec.search.metric, else the quality gate's
+        first threshold, else the task's default (accuracy, rmse)."""
+        if self.search is not None and self.search.metric is not None:
+            return self.search.metric
+        if self.quality_gate.thresholds:
+            return self.quality_gate.thresholds[0].metric
+        return "accuracy" if self.estimator.task is Task.CLASSIFICATION else "rmse"
 
     @property
     def validation_reference(self) -> str | None:
@@ -407,6 +505,12 @@ class TrainingJobSpec(Model):
                     f"spec.qualityGate.thresholds: metric {t.metric!r} is not computed for"
                     f" {self.estimator.task.value}; use one of {', '.join(allowed)}"
                 )
+        metric = self.search.metric if self.search is not None else None
+        if metric is not None and metric not in allowed and not metric.startswith("cv_"):
+            raise ValueError(
+                f"spec.search.metric: {metric!r} is not computed for"
+                f" {self.estimator.task.value}; use one of {', '.join(allowed)}"
+            )
         return self
 
 
@@ -480,10 +584,24 @@ class DatasetInfo(Model):
     source: Annotated[str, Field(max_length=2048)]
 
 
+class TrialRef(Model):
+    """The trial of a hyperparameter search a ModelVersion came from (lineage)."""
+
+    index: Annotated[int, Field(ge=0, le=MAX_TRIALS - 1)]
+    trials: Annotated[int, Field(ge=1, le=MAX_TRIALS)]
+    metric: MetricName
+    # The trial's own hyperparameters (the search's choice), as text.
+    parameters: Annotated[
+        dict[HyperparameterName, Annotated[str, Field(max_length=256)]],
+        Field(max_length=MAX_SEARCH_PARAMETERS),
+    ] = Field(default_factory=dict)
+
+
 class Lineage(Model):
     training_job: ObjectName | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
     trigger: TriggerRef | None = None
+    trial: TrialRef | None = None
 
 
 class GateResult(Model):
@@ -706,6 +824,8 @@ class TrainingResult(Model):
     dataset: DatasetInfo | None = None
     gate: GateResult | None = None
     validation: DataValidation | None = None
+    # The search trial this run trained (spec.search; the pod's completion index).
+    trial: Annotated[int, Field(ge=0, le=MAX_TRIALS - 1)] | None = None
 
 
 EXIT_OK = 0
