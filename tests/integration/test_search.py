@@ -22,17 +22,9 @@ from kubeloop.kube import Kube
 from kubeloop_runtime import api, search
 from tests.integration.harness import Cluster, OperatorProcess, condition, wait_for
 from tests.integration.test_trainingjob import create, jobs_of, training_job, versions_of
+from tests.unit.test_search import GRID as GRID_12  # C x solver x max_iter: 12, 3 at once
 
 TIMEOUT = 600
-GRID_12 = {
-    "parameters": {
-        "C": {"values": [0.05, 1.0, 20.0]},
-        "solver": {"values": ["lbfgs", "newton-cg"]},
-        "max_iter": {"values": [100, 300]},
-    },
-    "maxTrials": 12,
-    "parallelism": 3,
-}
 
 
 @pytest.fixture
@@ -60,18 +52,34 @@ class RunningPods:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        # A LIST, then a WATCH from its resourceVersion: every change in order, none missed.
         while not self._stop.is_set():
+            listed = self.core.list_namespaced_pod(self.ns)
+            self.running = set()
+            for p in listed.items:
+                self._saw(p.metadata.name, p.status.phase, deleted=False)
             w = watch.Watch()
-            for event in w.stream(self.core.list_namespaced_pod, self.ns, timeout_seconds=2):
-                pod = event["raw_object"]
-                name = pod["metadata"]["name"]
-                self.seen.add(name)
-                phase = (pod.get("status") or {}).get("phase")
-                if event["type"] == "DELETED" or phase != "Running":
-                    self.running.discard(name)
-                else:
-                    self.running.add(name)
-                self.most = max(self.most, len(self.running))
+            try:
+                for event in w.stream(
+                    self.core.list_namespaced_pod,
+                    self.ns,
+                    resource_version=listed.metadata.resource_version,
+                    timeout_seconds=5,
+                ):
+                    pod = event["raw_object"]
+                    phase = (pod.get("status") or {}).get("phase")
+                    self._saw(pod["metadata"]["name"], phase, deleted=event["type"] == "DELETED")
+            except client.ApiException as e:  # 410 Gone: list again
+                if e.status != 410:
+                    raise
+
+    def _saw(self, name: str, phase: str | None, *, deleted: bool) -> None:
+        self.seen.add(name)
+        if deleted or phase != "Running":
+            self.running.discard(name)
+        else:
+            self.running.add(name)
+        self.most = max(self.most, len(self.running))
 
 
 def _tj(kube: Kube, ns: str, name: str) -> dict[str, Any]:

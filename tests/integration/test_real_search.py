@@ -1,0 +1,94 @@
+"""Hyperparameter search on the real node: the shipped 12-trial sample, 3 pods at a time.
+
+Kubeloop is installed from manifests/overlays/local (the ``installed`` fixture of
+test_real_node.py): the operator in its container, every trial a real pod in containerd
+that gets its trial from the ``JOB_COMPLETION_INDEX`` the real kubelet resolves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from kubeloop.kube import Kube
+from kubeloop_runtime import api, search
+from tests.integration.harness import condition, wait_for
+from tests.integration.test_real_node import (
+    assert_real,
+    core,
+    delete_kubeloop_objects,
+    installed,
+    pods,
+    workspace,
+)
+from tests.integration.test_search import RunningPods
+
+__all__ = ["core", "installed"]  # fixtures, shared with test_real_node.py
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "manifests/samples/trainingjob-iris-search.yaml"
+TIMEOUT = 900
+
+
+@pytest.fixture(scope="module")
+def search_ns(installed: None, core: client.CoreV1Api, kube: Kube) -> Iterator[str]:
+    ns = "kubeloop-real-search"
+    workspace(core, kube, ns, claim=True)
+    yield ns
+    delete_kubeloop_objects(kube, core, ns)
+
+
+def _finished(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
+    obj = kube.get(api.API_VERSION, "TrainingJob", ns, name)
+    c = condition(obj, "Succeeded")
+    return obj if c.get("status") in ("True", "False") else None
+
+
+def test_the_shipped_12_trial_search_runs_3_real_pods_at_a_time(
+    api: client.ApiClient, core: client.CoreV1Api, kube: Kube, search_ns: str
+) -> None:
+    ns = search_ns
+    sample = yaml.safe_load(SAMPLE.read_text())
+    sample["metadata"]["namespace"] = ns
+    spec = api.TrainingJobSpec.model_validate(sample["spec"])
+    assert spec.search is not None and search.trial_count(spec.search) == 12
+    assert spec.search.parallelism == 3
+    with RunningPods(api, ns) as observed:
+        kube.create(sample)
+        done = wait_for(
+            lambda: _finished(kube, ns, "iris-search"), timeout=TIMEOUT, what="iris-search"
+        )
+    st = done["status"]
+    assert condition(done, "Succeeded")["status"] == "True", st
+    assert observed.most == 3, observed.most
+
+    (job,) = kube.list("batch/v1", "Job", ns, labels={api.LABEL_TRAININGJOB: "iris-search"})
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["status"]["completedIndexes"] == "0-11"
+    trials = st["trials"]
+    assert [t["index"] for t in trials] == list(range(12))
+    assert {t["phase"] for t in trials} == {"Succeeded"}
+    for t in trials:
+        assert t["parameters"] == search.text_parameters(
+            search.trial_parameters(spec.search, t["index"])
+        )
+    best = st["search"]["bestTrial"]
+    top = max(t["metrics"]["accuracy"] for t in trials)
+    assert trials[best]["metrics"]["accuracy"] == top
+
+    (mv,) = kube.list(api.API_VERSION, "ModelVersion", ns, labels={api.LABEL_MODEL: "iris-search"})
+    lineage = mv["spec"]["lineage"]
+    assert lineage["trainingJob"] == "iris-search"
+    assert lineage["trial"]["index"] == best
+    assert lineage["trial"]["parameters"] == trials[best]["parameters"]
+    assert f"/trials/{best}/" in mv["spec"]["artifact"]["uri"]
+
+    trial_pods = pods(core, ns, f"{api.LABEL_TRAININGJOB}=iris-search")
+    assert len(trial_pods) == 12
+    for pod in trial_pods:
+        assert_real(pod)
