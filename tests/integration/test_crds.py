@@ -467,12 +467,6 @@ INVALID: list[tuple[str, str, Callable[[Obj], None], str]] = [
         "spec.search.parameters",
     ),
     (
-        "search-values-and-range",
-        "iris-search",
-        _set("spec.search.parameters.C", {"values": [1.0], "min": 0.5}),
-        "spec.search.parameters",
-    ),
-    (
         "search-bad-name",
         "iris-search",
         _set("spec.search.parameters.bad-name", {"values": [1]}),

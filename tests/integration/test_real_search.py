@@ -26,9 +26,9 @@ from tests.integration.test_real_node import (
     pods,
     workspace,
 )
-from tests.integration.test_search import RunningPods
+from tests.integration.test_search import RunningPods, api_client
 
-__all__ = ["core", "installed"]  # fixtures, shared with test_real_node.py
+__all__ = ["api_client", "core", "installed"]  # fixtures, shared with test_real_node.py
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "manifests/samples/trainingjob-iris-search.yaml"
@@ -50,7 +50,7 @@ def _finished(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
 
 
 def test_the_shipped_12_trial_search_runs_3_real_pods_at_a_time(
-    api: client.ApiClient, core: client.CoreV1Api, kube: Kube, search_ns: str
+    api_client: client.ApiClient, core: client.CoreV1Api, kube: Kube, search_ns: str
 ) -> None:
     ns = search_ns
     sample = yaml.safe_load(SAMPLE.read_text())
@@ -58,7 +58,7 @@ def test_the_shipped_12_trial_search_runs_3_real_pods_at_a_time(
     spec = api.TrainingJobSpec.model_validate(sample["spec"])
     assert spec.search is not None and search.trial_count(spec.search) == 12
     assert spec.search.parallelism == 3
-    with RunningPods(api, ns) as observed:
+    with RunningPods(api_client, ns) as observed:
         kube.create(sample)
         done = wait_for(
             lambda: _finished(kube, ns, "iris-search"), timeout=TIMEOUT, what="iris-search"

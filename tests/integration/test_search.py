@@ -32,6 +32,12 @@ def artifacts(artifacts_pvc: str) -> str:
     return artifacts_pvc
 
 
+@pytest.fixture
+def api_client(api: client.ApiClient) -> client.ApiClient:
+    """The admin client (the ``api`` fixture, named so as not to hide the api module)."""
+    return api
+
+
 class RunningPods:
     """Watches the namespace's pods and remembers the most that ran at once."""
 
@@ -108,7 +114,7 @@ def runs_output(cluster: Cluster, ns: str, name: str) -> str:
 
 def test_a_12_trial_search_at_parallelism_3_registers_the_best(
     cluster: Cluster,
-    api: client.ApiClient,
+    api_client: client.ApiClient,
     kube: Kube,
     namespace: str,
     artifacts: str,
@@ -117,7 +123,7 @@ def test_a_12_trial_search_at_parallelism_3_registers_the_best(
     tmp_path: Path,
 ) -> None:
     ns = namespace
-    with RunningPods(api, ns) as observed:
+    with RunningPods(api_client, ns) as observed:
         create(kube, training_job(ns, "iris-search", search=GRID_12))
         done = wait_done(kube, ns, "iris-search", operator)
     st = done["status"]
@@ -227,14 +233,14 @@ def _trial_pods(core: client.CoreV1Api, ns: str, name: str) -> list[client.V1Pod
 
 
 def test_suspending_or_deleting_a_search_stops_its_pods(
-    api: client.ApiClient,
+    api_client: client.ApiClient,
     kube: Kube,
     namespace: str,
     artifacts: str,
     operator: OperatorProcess,
     kubelet: Any,
 ) -> None:
-    ns, core, batch = namespace, client.CoreV1Api(api), client.BatchV1Api(api)
+    ns, core, batch = namespace, client.CoreV1Api(api_client), client.BatchV1Api(api_client)
     # Slow trials (hundreds of boosting rounds on digits), so that they are still running
     # when the search is suspended; each is stopped within seconds of starting.
     slow = {
