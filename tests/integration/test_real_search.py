@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -18,6 +17,7 @@ from kubernetes import client
 from kubeloop.kube import Kube
 from kubeloop_runtime import api, search
 from tests.integration.harness import condition, wait_for
+from tests.integration.test_real_issue15 import _finished
 from tests.integration.test_real_node import (
     assert_real,
     core,
@@ -41,12 +41,6 @@ def search_ns(installed: None, core: client.CoreV1Api, kube: Kube) -> Iterator[s
     workspace(core, kube, ns, claim=True)
     yield ns
     delete_kubeloop_objects(kube, core, ns)
-
-
-def _finished(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
-    obj = kube.get(api.API_VERSION, "TrainingJob", ns, name)
-    c = condition(obj, "Succeeded")
-    return obj if c.get("status") in ("True", "False") else None
 
 
 def test_the_shipped_12_trial_search_runs_3_real_pods_at_a_time(
