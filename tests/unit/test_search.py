@@ -271,7 +271,7 @@ def test_the_best_trial_is_registered_and_failed_trials_are_counted() -> None:
     mv = model_version_spec(trainingjob="s", spec=s, result=run.result, version=1, image="i",
                             trial=ref)  # fmt: skip
     assert mv.lineage.trial == ref
-    status = rec.desired_status(
+    status = rec.desired_trainingjob_status(
         old=None, generation=1, job_name="s-train", job_exists=True, run=run,
         registration=rec.Registration("iris-v1", 1, {"accuracy": 0.97}),
         now=NOW, search=summary, trials=[t.wire() for t in trials],

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeloop.reconcile.trainingjob import (
-    REASON_GATE_FAILED,
     REASON_RESULT_MISSING,
     REASON_TRAINED,
     Phase,
@@ -265,7 +264,7 @@ def best(trials: Sequence[Trial], metric: str, *, passed: bool = True) -> Trial 
             return False
         if passed:
             return t.phase == TRIAL_SUCCEEDED
-        return t.phase == TRIAL_FAILED and t.reason == REASON_GATE_FAILED
+        return t.phase == TRIAL_FAILED and t.reason == api.REASON_QUALITY_GATE_FAILED
 
     found: Trial | None = None
     for t in sorted((t for t in trials if eligible(t)), key=lambda t: t.index):
@@ -390,7 +389,7 @@ def outcome(s: SearchState, run: RunState) -> RunState:
         )
     return RunState(
         Phase.FAILED,
-        REASON_GATE_FAILED,
+        api.REASON_QUALITY_GATE_FAILED,
         f"no trial passed the quality gate; {what}{tail}"[:1024],
         run.start_time,
         run.completion_time,
