@@ -481,12 +481,14 @@ class SearchSpace(Model):
     integer: bool = False
     """Draw a whole number in [min, max]."""
 
+    @property
+    def ranged(self) -> bool:
+        return self.min is not None or self.max is not None
+
+    # What admission checks too (CEL); "values or a range" is SearchSpec.problem().
     @model_validator(mode="after")
-    def _one_kind(self) -> SearchSpace:
-        ranged = self.min is not None or self.max is not None
-        if (self.values is not None) == ranged:
-            raise ValueError("spec.search.parameters: set either values, or min and max")
-        if ranged:
+    def _range(self) -> SearchSpace:
+        if self.ranged:
             if self.min is None or self.max is None or self.min > self.max:
                 raise ValueError("spec.search.parameters: a range needs min <= max")
             if self.log and self.min <= 0:
@@ -547,21 +549,32 @@ class SearchSpec(Model):
                 f" at most {HYPERPARAMETER_NAME_MAX} characters): {', '.join(bad)}"
             )
         if self.algorithm == "grid":
-            ranged = sorted(n for n, sp in self.parameters.items() if sp.values is None)
+            ranged = sorted(n for n, sp in self.parameters.items() if sp.ranged)
             if ranged:
                 raise ValueError(
                     f"spec.search.parameters: a grid needs values for every parameter"
-                    f" (no values: {', '.join(ranged)})"
+                    f" (a range: {', '.join(ranged)})"
                 )
+        return self
+
+    def problem(self) -> str | None:
+        """What admission cannot check (CEL cannot see the untyped values lists), so the
+        operator refuses it (InvalidSpec) and the trainer too: each parameter has values or
+        a range, not both, and a grid has at most maxTrials combinations. A spec that
+        admission accepts always parses; this says whether it can run."""
+        kinds = sorted(n for n, sp in self.parameters.items() if (sp.values is None) != sp.ranged)
+        if kinds:
+            return f"spec.search.parameters: set either values, or min and max ({', '.join(kinds)})"
+        if self.algorithm == "grid":
             size = 1
             for space in self.parameters.values():
                 size *= len(space.values or ())
             if size > self.max_trials:
-                raise ValueError(
+                return (
                     f"spec.search: the grid has {size} combinations, more than"
                     f" maxTrials {self.max_trials}"
                 )
-        return self
+        return None
 
 
 @Cel(

@@ -60,6 +60,9 @@ def _draw(space: api.SearchSpace, u: float) -> api.Scalar:
 
 def trial_parameters(search: api.SearchSpec, index: int) -> dict[str, api.Scalar]:
     """The hyperparameters trial ``index`` sets (on top of ``spec.estimator``'s)."""
+    problem = search.problem()
+    if problem is not None:
+        raise ValueError(problem)
     count = trial_count(search)
     if not 0 <= index < count:
         raise ValueError(f"trial index {index} is outside the search's {count} trials")

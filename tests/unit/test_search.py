@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -128,12 +129,10 @@ def test_metric_and_direction() -> None:
 @pytest.mark.parametrize(
     ("search_", "message"),
     [
-        ({**GRID, "maxTrials": 11}, "the grid has 12 combinations, more than maxTrials 11"),
         ({"parameters": {"C": {"min": 0.1, "max": 1}}}, "a grid needs values for every parameter"),
         ({"algorithm": "random", "parameters": {"C": {"min": 2, "max": 1}}}, "min <= max"),
         ({"algorithm": "random", "parameters": {"C": {"min": 0, "max": 1, "log": True}}},
          "a log range needs min > 0"),
-        ({"parameters": {"C": {"values": [1], "min": 0}}}, "either values, or min and max"),
         ({"parameters": {"bad-name": {"values": [1]}}}, "names are hyperparameter names"),
         ({"parameters": {}}, "parameters"),
         ({**GRID, "parallelism": 17}, "parallelism"),
@@ -146,6 +145,29 @@ def test_invalid_searches_are_refused_naming_the_field(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         spec(search_)
+
+
+@pytest.mark.parametrize(
+    ("search_", "message"),
+    [
+        ({**GRID, "maxTrials": 11}, "the grid has 12 combinations, more than maxTrials 11"),
+        ({"parameters": {"C": {"values": [1], "min": 0, "max": 1}}, "algorithm": "random"},
+         "set either values, or min and max \\(C\\)"),
+        ({"parameters": {"C": {}}}, "set either values, or min and max \\(C\\)"),
+    ],
+)  # fmt: skip
+def test_what_admission_cannot_check_parses_and_is_refused_by_problem(
+    search_: dict[str, Any], message: str
+) -> None:
+    # Admission accepts these (CEL cannot see the values lists): they must parse, and then
+    # neither the operator (InvalidSpec) nor the trainer runs them.
+    s = spec(search_)
+    assert s.search is not None
+    problem = s.search.problem()
+    assert problem is not None and re.search(message, problem), problem
+    with pytest.raises(ValueError, match=message):
+        search.trial_parameters(s.search, 0)
+    assert spec(GRID).search.problem() is None  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------------- the Job

@@ -145,9 +145,10 @@ def _register(
 # --------------------------------------------------------------------------- reconcile
 
 
-def _invalid(kube: CachedClient, tj: dict[str, Any], error: ValidationError) -> None:
+def _invalid(kube: CachedClient, tj: dict[str, Any], error: ValidationError | str) -> None:
     meta, old = tj["metadata"], tj.get("status") or {}
-    message = format_validation_error(error)[:MESSAGE_MAX]
+    text = error if isinstance(error, str) else format_validation_error(error)
+    message = text[:MESSAGE_MAX]
     conditions = set_conditions(
         old.get("conditions"),
         [Condition(api.COND_SUCCEEDED, "False", "InvalidSpec", message)],
@@ -205,6 +206,10 @@ def _reconcile(
         spec = api.TrainingJobSpec.model_validate(tj.get("spec") or {})
     except ValidationError as e:
         _invalid(kube, tj, e)
+        return None
+    problem = spec.search.problem() if spec.search is not None else None
+    if problem is not None:
+        _invalid(kube, tj, problem)
         return None
     metrics.saw_trainingjob(ns, spec.model)  # its run counters exist at 0 before it ends
     if is_finished(old) and old.get("observedGeneration") == generation:
