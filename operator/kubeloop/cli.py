@@ -4,6 +4,7 @@ Installed as ``kubectl-kubeloop``, so kubectl finds it as a plugin. Uses the cur
 kubeconfig context (``--kubeconfig``, ``--context`` and ``-n`` work as in kubectl)::
 
     kubectl kubeloop history <model>    versions, newest first: metrics, aliases, run, trigger, data
+    kubectl kubeloop runs <trainingjob> a search's trials: parameters, metrics, the best one
     kubectl kubeloop lineage <isvc>     serving version -> training job -> trigger -> dataset
     kubectl kubeloop retrain <isvc>     ask the closed loop to retrain now (annotation)
     kubectl kubeloop promote <isvc>     promote the running canary now
@@ -155,6 +156,12 @@ def lineage_text(isvc: Obj, mv: Obj | None, tj: Obj | None) -> str:
     if gate.get("message"):
         lines.append(f"  gate:         {gate['message']}")
     lines.append(f"  trained by:   TrainingJob {lin.get('trainingJob') or '-'}")
+    trial = lin.get("trial") or {}
+    if trial:
+        lines.append(
+            f"  trial:        {trial.get('index')} of {trial.get('trials')}, best by"
+            f" {trial.get('metric')} ({_fmt_parameters(trial.get('parameters') or {})})"
+        )
     lines.append(f"  trigger:      {_fmt_trigger(lin.get('trigger'))}")
     if lin.get("trigger", {}) and lin["trigger"].get("time"):
         lines.append(f"  triggered at: {lin['trigger']['time']}")
@@ -174,6 +181,70 @@ def lineage_text(isvc: Obj, mv: Obj | None, tj: Obj | None) -> str:
             f" ({tj_status.get('reason') or '-'})"
         )
     return "\n".join(lines) + "\n"
+
+
+RUNS_HEADER = ["TRIAL", "STATUS", "BEST", "METRICS", "PARAMETERS", "REASON"]
+
+
+def _fmt_parameters(parameters: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(parameters.items())) or "-"
+
+
+def runs_rows(tj: Obj) -> list[list[str]]:
+    """One row per trial of a search (by index), or one row for a plain run."""
+    spec, status = tj.get("spec") or {}, tj.get("status") or {}
+    trials = status.get("trials")
+    if not (spec.get("search") and isinstance(trials, list)):
+        hyper = (spec.get("estimator") or {}).get("hyperparameters") or {}
+        return [
+            [
+                "-",
+                str(status.get("phase") or "Pending"),
+                "*" if status.get("modelVersion") else "",
+                _fmt_metrics(status.get("metrics") or {}),
+                _fmt_parameters(hyper),
+                str(status.get("reason") or "-"),
+            ]
+        ]
+    best = (status.get("search") or {}).get("bestTrial")
+    rows = []
+    for t in sorted(trials, key=lambda t: int(t.get("index", 0))):
+        reason = str(t.get("reason") or "-")
+        if t.get("phase") == "Failed" and t.get("message"):
+            reason = f"{reason}: {t['message']}"
+        rows.append(
+            [
+                str(t.get("index", "?")),
+                str(t.get("phase") or "Pending"),
+                "*" if best is not None and t.get("index") == best else "",
+                _fmt_metrics(t.get("metrics") or {}),
+                _fmt_parameters(t.get("parameters") or {}),
+                reason,
+            ]
+        )
+    return rows
+
+
+def runs_summary(tj: Obj) -> str:
+    """The line above the table: the search's counts and the best trial, or the run."""
+    name = (tj.get("metadata") or {}).get("name", "?")
+    status = tj.get("status") or {}
+    mv = status.get("modelVersion")
+    registered = f" -> ModelVersion {mv}" if mv else ""
+    s = status.get("search")
+    if not (tj.get("spec") or {}).get("search") or not s:
+        return f"TrainingJob {name}: {status.get('phase') or 'Pending'}{registered}\n"
+    failed = ", ".join(f"{r}: {n}" for r, n in (s.get("failedReasons") or {}).items())
+    best = (
+        f"; best trial {s['bestTrial']} by {s.get('metric')} ({s.get('direction')})"
+        if s.get("bestTrial") is not None
+        else f"; ranked by {s.get('metric')} ({s.get('direction')})"
+    )
+    return (
+        f"TrainingJob {name}: {s.get('trials', 0)} trials, {s.get('succeeded', 0)} succeeded,"
+        f" {s.get('failed', 0)} failed{' (' + failed + ')' if failed else ''},"
+        f" {s.get('running', 0)} running{best}{registered}\n"
+    )
 
 
 def retrain_patch(value: str) -> dict[str, Any]:
@@ -224,6 +295,16 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     if not rows:
         raise CliError(f"no ModelVersions of model {args.model!r} in namespace {ns}")
     out.write(table(HISTORY_HEADER, rows))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
+    kube, ns = _kube(args), _namespace(args)
+    tj = kube.get(api.API_VERSION, "TrainingJob", ns, args.trainingjob)
+    if tj is None:
+        raise CliError(f"TrainingJob {ns}/{args.trainingjob} not found")
+    out.write(runs_summary(tj))
+    out.write(table(RUNS_HEADER, runs_rows(tj)))
     return 0
 
 
@@ -357,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("history", help="versions of a model, newest first")
     h.add_argument("model")
     h.set_defaults(func=cmd_history)
+    r = sub.add_parser("runs", help="a TrainingJob's search trials: parameters, metrics, the best")
+    r.add_argument("trainingjob")
+    r.set_defaults(func=cmd_runs)
     for name, func, text in (
         ("lineage", cmd_lineage, "serving version -> training job -> trigger -> dataset"),
         ("promote", cmd_promote, "promote the running canary now"),

@@ -20,6 +20,7 @@ The rest of what crosses the image boundary (the pods' environment variable name
 from __future__ import annotations
 
 import enum
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
@@ -170,17 +171,34 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
 
 CLASSIFIERS = [name for name, (_, task) in ESTIMATORS.items() if task is Task.CLASSIFICATION]
-# A quality gate names only metrics the estimator's task computes (CEL; the pydantic check is
-# TrainingJobSpec._gate_metrics_fit_task).
+
+
+# A quality gate and a search name only metrics the estimator's task computes (CEL; the
+# pydantic check is TrainingJobSpec._gate_metrics_fit_task).
+def _metric_fits_task(metric: str) -> str:
+    """CEL: the metric (an expression) is one the estimator's task computes, or a cv_* one."""
+    return (
+        f"{metric}.startsWith('cv_') || (self.estimator.type in {CLASSIFIERS}"
+        f" ? {metric} in {list(CLASSIFICATION_METRICS)} : {metric} in {list(REGRESSION_METRICS)})"
+    )
+
+
+_METRICS_OF_TASKS = (
+    f"(classification: {', '.join(CLASSIFICATION_METRICS)};"
+    f" regression: {', '.join(REGRESSION_METRICS)}; or any cv_* metric)"
+)
 GATE_METRICS_FIT_TASK = Cel(
     "!has(self.qualityGate) || !has(self.qualityGate.thresholds) ||"
-    " self.qualityGate.thresholds.all(t, t.metric.startsWith('cv_') ||"
-    f" (self.estimator.type in {CLASSIFIERS}"
-    f" ? t.metric in {list(CLASSIFICATION_METRICS)} : t.metric in {list(REGRESSION_METRICS)}))",
+    f" self.qualityGate.thresholds.all(t, {_metric_fits_task('t.metric')})",
     "{path}.qualityGate.thresholds: a metric is not computed for the estimator's task"
-    f" (classification: {', '.join(CLASSIFICATION_METRICS)};"
-    f" regression: {', '.join(REGRESSION_METRICS)}; or any cv_* metric)",
+    f" {_METRICS_OF_TASKS}",
     field_path=".qualityGate.thresholds",
+)
+SEARCH_METRIC_FITS_TASK = Cel(
+    f"!has(self.search) || !has(self.search.metric) || {_metric_fits_task('self.search.metric')}",
+    "{path}.search.metric: the metric is not computed for the estimator's task"
+    f" {_METRICS_OF_TASKS}",
+    field_path=".search.metric",
 )
 
 
@@ -419,6 +437,147 @@ class TriggerRef(Model):
     time: Annotated[str, Field(max_length=64)] | None = None
 
 
+# Hyperparameter search (docs/training.md#hyperparameter-search): at most this many trials
+# and pods at once, so the Indexed Job and status.trials stay small.
+MAX_TRIALS = 64
+MAX_SEARCH_PARAMETERS = 8
+MAX_SEARCH_PARALLELISM = 16
+MAX_SEARCH_VALUES = 32
+# A hyperparameter name: a map key, so its form is a CEL rule on the map (OpenAPI cannot bound
+# keys) and a check in SearchSpec.
+HYPERPARAMETER_NAME_MAX = 63
+HYPERPARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HYPERPARAMETER_NAMES = Cel(
+    f"self.all(k, size(k) <= {HYPERPARAMETER_NAME_MAX} &&"
+    f" k.matches('{HYPERPARAMETER_NAME.pattern}'))",
+    "{path}: names are hyperparameter names (letters, digits, _; at most"
+    f" {HYPERPARAMETER_NAME_MAX} characters)",
+)
+
+
+@Cel(
+    "(has(self.min) == has(self.max)) && (!has(self.min) || self.min <= self.max)",
+    "{path}: a range needs min <= max",
+)
+@Cel(
+    "!has(self.log) || !self.log || !has(self.min) || self.min > 0.0",
+    "{path}: a log range needs min > 0",
+)
+class SearchSpace(Model):
+    """Either values, or min and max (random search). CEL cannot see the untyped values
+    list, so "one of the two" is checked by the operator (InvalidSpec)."""
+
+    values: (
+        Annotated[
+            list[Annotated[Scalar, Untyped(max_length=256)]],
+            Field(min_length=1, max_length=MAX_SEARCH_VALUES),
+        ]
+        | None
+    ) = None
+    """The values to try: scalars (string of at most 256 characters, number, boolean, null)."""
+    min: float | None = None
+    max: float | None = None
+    log: bool = False
+    """Draw uniformly in log space (min > 0)."""
+    integer: bool = False
+    """Draw a whole number in [min, max]."""
+
+    @property
+    def ranged(self) -> bool:
+        return self.min is not None or self.max is not None
+
+    # What admission checks too (CEL); "values or a range" is SearchSpec.problem().
+    @model_validator(mode="after")
+    def _range(self) -> SearchSpace:
+        if self.ranged:
+            if self.min is None or self.max is None or self.min > self.max:
+                raise ValueError("spec.search.parameters: a range needs min <= max")
+            if self.log and self.min <= 0:
+                raise ValueError("spec.search.parameters: a log range needs min > 0")
+        for v in self.values or ():
+            if isinstance(v, str) and len(v) > 256:
+                raise ValueError("spec.search.parameters: string values are at most 256 characters")
+        return self
+
+
+@Cel(
+    "(has(self.algorithm) && self.algorithm != 'grid') ||"
+    " self.parameters.all(k, !has(self.parameters[k].min) && !has(self.parameters[k].max))",
+    "{path}.parameters: a grid needs values for every parameter (a min/max range is for random"
+    " search)",
+    field_path=".parameters",
+)
+class SearchSpec(Model):
+    """Hyperparameter search: one Indexed Job whose pod i trains trial i, at most parallelism
+    pods at once; each trial's hyperparameters derive from this spec and i alone, so a
+    retried pod trains the same trial. The best trial by metric is registered as the
+    ModelVersion; failed trials are reported and fail the search only when all fail."""
+
+    # Trial i's hyperparameters are a pure function of this spec and i
+    # (kubeloop_runtime.search): grid walks the product of every values list in
+    # parameter-name order; random draws each parameter from a hash of seed, i and its name.
+    algorithm: Literal["grid", "random"] = "grid"
+    """grid: every combination of the values lists (at most maxTrials); random: maxTrials
+    draws, seeded."""
+    parameters: Annotated[
+        dict[str, SearchSpace],
+        Field(min_length=1, max_length=MAX_SEARCH_PARAMETERS),
+        HYPERPARAMETER_NAMES,
+    ]
+    """Estimator hyperparameters to search, by name; they override
+    spec.estimator.hyperparameters in each trial."""
+    max_trials: Annotated[int, Field(ge=1, le=MAX_TRIALS)] = 10
+    """random: the number of trials; grid: the most combinations allowed (a larger grid is
+    refused)."""
+    parallelism: Annotated[int, Field(ge=1, le=MAX_SEARCH_PARALLELISM)] = 2
+    """At most this many trial pods run at once."""
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    """Seed of random search."""
+    metric: MetricName | None = None
+    """The metric that ranks trials (lower is better for rmse, mae, log_loss); default the
+    quality gate's first threshold, else accuracy or rmse."""
+
+    @model_validator(mode="after")
+    def _grid_has_values(self) -> SearchSpec:
+        bad = sorted(
+            n
+            for n in self.parameters
+            if len(n) > HYPERPARAMETER_NAME_MAX or not HYPERPARAMETER_NAME.match(n)
+        )
+        if bad:
+            raise ValueError(
+                "spec.search.parameters: names are hyperparameter names (letters, digits, _;"
+                f" at most {HYPERPARAMETER_NAME_MAX} characters): {', '.join(bad)}"
+            )
+        if self.algorithm == "grid":
+            ranged = sorted(n for n, sp in self.parameters.items() if sp.ranged)
+            if ranged:
+                raise ValueError(
+                    f"spec.search.parameters: a grid needs values for every parameter"
+                    f" (a range: {', '.join(ranged)})"
+                )
+        return self
+
+    def problem(self) -> str | None:
+        """What admission cannot check (CEL cannot see the untyped values lists), so the
+        operator refuses it (InvalidSpec) and the trainer too: each parameter has values or
+        a range, not both, and a grid has at most maxTrials combinations. A spec that
+        admission accepts always parses; this says whether it can run."""
+        kinds = sorted(n for n, sp in self.parameters.items() if (sp.values is None) != sp.ranged)
+        if kinds:
+            return f"spec.search.parameters: set either values, or min and max ({', '.join(kinds)})"
+        if self.algorithm == "grid":
+            size = 1
+            for space in self.parameters.values():
+                size *= len(space.values or ())
+            if size > self.max_trials:
+                return (
+                    f"spec.search: the grid has {size} combinations, more than"
+                    f" maxTrials {self.max_trials}"
+                )
+        return None
+
+
 @Cel(
     "!has(self.validation) || has(self.validation.reference) || has(self.champion)",
     "{path}.validation: set {path}.validation.reference (a ModelVersion) or {path}.champion"
@@ -426,6 +585,7 @@ class TriggerRef(Model):
     field_path=".validation",
 )
 @GATE_METRICS_FIT_TASK
+@SEARCH_METRIC_FITS_TASK
 class TrainingJobSpec(Model):
     model: ModelName
     """Name of the model this run trains a version of (a DNS-1123 label). Every TrainingJob of
@@ -477,6 +637,18 @@ class TrainingJobSpec(Model):
     """Data validation before training: the dataset against the training statistics of a
     reference ModelVersion (default spec.champion). Anomalies per column in
     status.validation and the DataValidated condition."""
+    # Described by SearchSpec's docstring.
+    search: SearchSpec | None = None
+
+    @property
+    def search_metric(self) -> str:
+        """The metric that ranks search trials: spec.search.metric, else the quality gate's
+        first threshold, else the task's default (accuracy, rmse)."""
+        if self.search is not None and self.search.metric is not None:
+            return self.search.metric
+        if self.quality_gate.thresholds:
+            return self.quality_gate.thresholds[0].metric
+        return "accuracy" if self.estimator.task is Task.CLASSIFICATION else "rmse"
 
     @property
     def validation_reference(self) -> str | None:
@@ -507,6 +679,12 @@ class TrainingJobSpec(Model):
                     f"spec.qualityGate.thresholds: metric {t.metric!r} is not computed for"
                     f" {self.estimator.task.value}; use one of {', '.join(allowed)}"
                 )
+        metric = self.search.metric if self.search is not None else None
+        if metric is not None and metric not in allowed and not metric.startswith("cv_"):
+            raise ValueError(
+                f"spec.search.metric: {metric!r} is not computed for"
+                f" {self.estimator.task.value}; use one of {', '.join(allowed)}"
+            )
         return self
 
 
@@ -592,11 +770,28 @@ class DatasetInfo(Model):
     source: Annotated[str, Field(max_length=2048)]
 
 
+class TrialRef(Model):
+    """The trial of a hyperparameter search a ModelVersion came from (lineage)."""
+
+    index: Annotated[int, Field(ge=0, le=MAX_TRIALS - 1)]
+    trials: Annotated[int, Field(ge=1, le=MAX_TRIALS)]
+    metric: MetricName
+    # The trial's own hyperparameters (the search's choice), as text.
+    parameters: Annotated[
+        dict[str, Annotated[str, Field(max_length=256)]],
+        Field(max_length=MAX_SEARCH_PARAMETERS),
+        keys_at_most(HYPERPARAMETER_NAME_MAX),
+    ] = Field(default_factory=dict)
+
+
 class Lineage(Model):
     training_job: ObjectName | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
     trigger: TriggerRef | None = None
     """Why the closed loop retrained, when it did."""
+    trial: TrialRef | None = None
+    """The trial of the TrainingJob's hyperparameter search this version is (the best by
+    metric), with the hyperparameters it chose."""
 
 
 class GateResult(Model):
@@ -928,6 +1123,8 @@ class TrainingResult(Model):
     dataset: DatasetInfo | None = None
     gate: GateResult | None = None
     validation: DataValidation | None = None
+    # The search trial this run trained (spec.search; the pod's completion index).
+    trial: Annotated[int, Field(ge=0, le=MAX_TRIALS - 1)] | None = None
 
 
 EXIT_OK = 0

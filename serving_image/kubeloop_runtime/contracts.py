@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "ENV_ARTIFACT_ROOT",
     "ENV_CHAMPION",
+    "ENV_COMPLETION_INDEX",
     "ENV_DATA_ROOT",
     "ENV_MODEL_VERSION",
     "ENV_OUTPUT",
@@ -57,6 +58,8 @@ ENV_OUTPUT = "KUBELOOP_OUTPUT"  # where the run writes its artifacts
 ENV_DATA_ROOT = "KUBELOOP_DATA_ROOT"  # where a mounted dataset is
 ENV_CHAMPION = "KUBELOOP_CHAMPION"  # the serving ModelVersion the gate compares with
 ENV_VALIDATION_REFERENCE = "KUBELOOP_VALIDATION_REFERENCE"  # the version data is checked against
+# Set by the Job controller in each pod of an Indexed Job: the search trial the pod trains.
+ENV_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
 # Both.
 ENV_ARTIFACT_ROOT = "KUBELOOP_ARTIFACT_ROOT"  # where pvc:// URIs resolve
 

@@ -17,6 +17,8 @@ from pydantic import Field
 from kubeloop_runtime.api import (
     DNS1123_LABEL,
     INFERENCESERVICES,
+    MAX_SEARCH_PARAMETERS,
+    MAX_TRIALS,
     MODELVERSIONS,
     TRAININGJOBS,
     InferenceServiceSpec,
@@ -81,6 +83,38 @@ class ValidationStatus(Model):
     anomalies: Annotated[list[AnomalyStatus], Field(max_length=16)] | None = None
 
 
+class SearchStatus(Model):
+    """A hyperparameter search's progress and outcome."""
+
+    trials: Count | None = None
+    succeeded: Count | None = None
+    failed: Count | None = None
+    running: Count | None = None
+    metric: Name | None = None
+    direction: Literal["maximize", "minimize"] | None = None
+    best_trial: Count | None = None
+    """The trial registered as the ModelVersion."""
+    best_value: float | None = None
+    failed_reasons: Annotated[dict[str, int], Field(max_length=16)] | None = None
+    """How many trials failed, by reason."""
+
+
+class TrialStatus(Model):
+    index: Count
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"]
+    parameters: (
+        Annotated[
+            dict[str, Annotated[str, Field(max_length=256)]],
+            Field(max_length=MAX_SEARCH_PARAMETERS),
+        ]
+        | None
+    ) = None
+    metrics: Annotated[dict[str, float], Field(max_length=16)] | None = None
+    reason: Annotated[str, Field(max_length=64)] | None = None
+    message: Annotated[str, Field(max_length=256)] | None = None
+    pod: Annotated[str, Field(max_length=253)] | None = None
+
+
 class TrainingJobStatus(Model):
     observed_generation: Generation | None = None
     conditions: Conditions | None = None
@@ -102,6 +136,11 @@ class TrainingJobStatus(Model):
     gate: GateStatus | None = None
     validation: ValidationStatus | None = None
     """The outcome of spec.validation (at most 16 anomalies listed, all counted)."""
+    search: SearchStatus | None = None
+    trials: Annotated[list[TrialStatus], Field(max_length=MAX_TRIALS), list_map("index")] | None = (
+        None
+    )
+    """Every trial of spec.search, by index."""
 
 
 @custom_resource(

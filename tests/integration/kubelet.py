@@ -23,6 +23,7 @@ import base64
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -74,6 +75,9 @@ class ProcessKubelet:
     train: bool = True
     servers: dict[str, ServerProcess] = field(default_factory=dict)
     trained: dict[str, int] = field(default_factory=dict)
+    # Training processes running now, by pod; the most that ever ran at once.
+    trainers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    most_trainers: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -105,8 +109,12 @@ class ProcessKubelet:
         with self._lock:
             servers = list(self.servers.values())
             self.servers.clear()
+            trainers = list(self.trainers.values())
+            self.trainers.clear()
         for s in servers:
             self._terminate(s.proc)
+        for proc in trainers:
+            self._terminate(proc)
         for t in self._threads:
             t.join(timeout=10)
 
@@ -140,7 +148,9 @@ class ProcessKubelet:
                     yield obj
         # After each window, reap servers whose pods are gone, and look after the others.
         names = {p.metadata.name for p in self.core.list_namespaced_pod(self.namespace).items}
-        for gone in set(self.servers) - names:
+        with self._lock:
+            running = set(self.servers) | set(self.trainers)
+        for gone in running - names:
             self._forget(gone)
         self._supervise()
 
@@ -163,9 +173,12 @@ class ProcessKubelet:
 
     # ------------------------------------------------------------------ training pods
 
-    def _container_env(self, container: dict[str, Any]) -> dict[str, str]:
+    def _container_env(
+        self, container: dict[str, Any], pod: dict[str, Any] | None = None
+    ) -> dict[str, str]:
         """The container's env: ``envFrom`` Secrets (read as a kubelet does), then literal
-        values (the operator sets no ``valueFrom``)."""
+        values, and the downward API's ``fieldRef`` to the pod's metadata (how the Job
+        controller hands an Indexed Job's pod ``JOB_COMPLETION_INDEX``)."""
         out: dict[str, str] = {}
         for source in container.get("envFrom") or []:
             ref = source.get("secretRef")
@@ -173,7 +186,13 @@ class ProcessKubelet:
                 secret = self.core.read_namespaced_secret(ref["name"], self.namespace)
                 for key, value in (secret.data or {}).items():
                     out[key] = base64.b64decode(value).decode()
-        out.update({e["name"]: e["value"] for e in container.get("env") or [] if "value" in e})
+        for e in container.get("env") or []:
+            if "value" in e:
+                out[e["name"]] = e["value"]
+            elif pod is not None and (e.get("valueFrom") or {}).get("fieldRef"):
+                value = _field_ref(pod, e["valueFrom"]["fieldRef"]["fieldPath"])
+                if value is not None:
+                    out[e["name"]] = value
         return out
 
     def _volumes(self, pod: dict[str, Any], workdir: Path) -> dict[str, Path]:
@@ -224,7 +243,7 @@ class ProcessKubelet:
         workdir = self.workdir / "pods" / meta["name"]
         workdir.mkdir(parents=True, exist_ok=True)
         vols = self._volumes(pod, workdir)
-        env = self._container_env(container)
+        env = self._container_env(container, pod)
         artifact_mount = env.get("KUBELOOP_ARTIFACT_ROOT", api.ARTIFACT_MOUNT_PATH)
         data_mount = env.get("KUBELOOP_DATA_ROOT", api.DATA_MOUNT_PATH)
         # The artifact PVC maps to the shared artifact_root (the serving side reads it too).
@@ -248,15 +267,24 @@ class ProcessKubelet:
         }
         exe = shutil.which("kubeloop-train") or str(Path(sys.executable).parent / "kubeloop-train")
         with (workdir / "train.log").open("wb") as log:
-            rc = subprocess.run(
+            proc = subprocess.Popen(
                 [exe, *cmd[1:], "--termination-log", str(term)],
                 env=run_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                check=False,
-                timeout=600,
-            ).returncode
+                start_new_session=True,
+            )
+            with self._lock:
+                self.trainers[meta["name"]] = proc
+                self.most_trainers = max(self.most_trainers, len(self.trainers))
+            try:
+                rc = proc.wait(timeout=600)
+            finally:
+                with self._lock:
+                    stopped = self.trainers.pop(meta["name"], None) is None
         self.trained[meta["uid"]] = rc
+        if stopped:
+            return  # the pod was deleted (a suspended Job, a deleted TrainingJob): no status
         message = term.read_text()[: api.TERMINATION_MESSAGE_LIMIT]
         finished = _now()
         patch = {
@@ -406,8 +434,11 @@ class ProcessKubelet:
     def _forget(self, name: str) -> None:
         with self._lock:
             s = self.servers.pop(name, None)
+            trainer = self.trainers.pop(name, None)
         if s is not None:
             self._terminate(s.proc)
+        if trainer is not None:
+            self._terminate(trainer)
 
     @staticmethod
     def _terminate(proc: subprocess.Popen[bytes]) -> None:
@@ -424,6 +455,11 @@ class ProcessKubelet:
     def server_for(self, pod_name: str) -> ServerProcess | None:
         with self._lock:
             return self.servers.get(pod_name)
+
+    def running_trainers(self) -> list[str]:
+        """Pods whose training process runs now."""
+        with self._lock:
+            return sorted(self.trainers)
 
     def running_servers(self) -> list[ServerProcess]:
         with self._lock:
@@ -442,4 +478,16 @@ def _mount_volume(container: dict[str, Any], mount_path: str) -> str | None:
     for m in container.get("volumeMounts") or []:
         if m["mountPath"].rstrip("/") == mount_path.rstrip("/"):
             return str(m["name"])
+    return None
+
+
+def _field_ref(pod: dict[str, Any], path: str) -> str | None:
+    """The value of a downward-API ``fieldPath`` (metadata only, as the tests need)."""
+    meta = pod["metadata"]
+    m = re.fullmatch(r"metadata\.(annotations|labels)\['([^']+)'\]", path)
+    if m:
+        value = (meta.get(m.group(1)) or {}).get(m.group(2))
+        return None if value is None else str(value)
+    if path in ("metadata.name", "metadata.namespace", "metadata.uid"):
+        return str(meta.get(path.split(".", 1)[1]))
     return None

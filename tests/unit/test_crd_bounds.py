@@ -28,6 +28,7 @@ PRESERVED = {
     "spec.estimator.hyperparameters{}",
     "spec.retraining.template.estimator.hyperparameters{}",
     "spec.signature.output.classes[]",
+    "spec.search.parameters{}.values[]",
 }
 # Hyperparameter names are scikit-learn constructor argument names (short). Admission cannot
 # bound them: no CEL type exists for a map of untyped values. The sizing assumes this length.
@@ -181,7 +182,7 @@ def _string(node: Schema, utf8: bool) -> int:
 def largest(node: Schema, path: str, utf8: bool) -> int:
     """Bytes of the longest compact JSON a node admits (counting UTF-8 when utf8)."""
     kind = node.get("type")
-    if path.endswith(".hyperparameters{}") or path.endswith(".classes[]"):
+    if path.endswith((".hyperparameters{}", ".classes[]", ".values[]")):
         return max(NUMBER, _string(node, utf8))
     if path.endswith(".hyperparameters"):
         key = 2 + HYPERPARAMETER_NAME * (4 if utf8 else 1)

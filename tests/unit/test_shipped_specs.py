@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from kubeloop_runtime import api
+from kubeloop_runtime import api, search
 from kubeloop_runtime.train.runner import Output, train
 from tests.manifest_tools import ROOT
 
@@ -94,6 +94,8 @@ def test_shipped_spec_trains_and_passes_its_gate(
         )
     else:
         assert ds.builtin is not None or ds.path is not None, f"{where}: needs a cluster"
+    if spec.search is not None:  # a search: its first trial (test_search.py runs them all)
+        spec = search.trial_spec(spec, 0)
     result = train(spec, Output.open(str(tmp_path / "out")), data_root)
     assert result.gate is not None and result.gate.passed, f"{where}: {result.message}"
     assert result.succeeded, f"{where}: {result.message}"

@@ -10,6 +10,12 @@ The pod passes the ``restricted`` Pod Security Standard. Exit codes 2 (invalid s
 data) and 3 (quality gate failed) fail the Job at once through a ``podFailurePolicy``:
 retrying a run that cannot succeed only burns compute. Evictions and other disruptions do
 not count against ``backoffLimit``.
+
+With ``spec.search`` the same Job is an Indexed Job: ``completions`` = the number of
+trials, ``parallelism`` = ``spec.search.parallelism`` (at most that many trial pods run at
+once), pod ``i`` trains trial ``i`` (``$JOB_COMPLETION_INDEX``, which the Job controller
+sets). ``runPolicy.backoffLimit`` becomes ``backoffLimitPerIndex`` and exit codes 2 and 3
+fail only their index (``FailIndex``), so one bad trial never stops the others.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from kubeloop.builders.storage import is_object_uri, storage_env
 from kubeloop.settings import Settings
-from kubeloop_runtime import api
+from kubeloop_runtime import api, search
 
 CONTAINER = "train"
 COMPONENT = "trainer"
@@ -137,8 +143,10 @@ def _data_volumes(dataset: api.DatasetSpec) -> tuple[list[dict[str, Any]], list[
     return [], []
 
 
-def _run_policy(policy: api.RunPolicy) -> dict[str, Any]:
-    out: dict[str, Any] = {"backoffLimit": policy.backoff_limit, "suspend": policy.suspend}
+def _run_policy(policy: api.RunPolicy, *, per_index: bool = False) -> dict[str, Any]:
+    # A search's retries are per trial (backoffLimitPerIndex, in _completions).
+    out: dict[str, Any] = {} if per_index else {"backoffLimit": policy.backoff_limit}
+    out["suspend"] = policy.suspend
     if policy.active_deadline_seconds is not None:
         out["activeDeadlineSeconds"] = policy.active_deadline_seconds
     if policy.ttl_seconds_after_finished is not None:
@@ -146,12 +154,13 @@ def _run_policy(policy: api.RunPolicy) -> dict[str, Any]:
     return out
 
 
-def pod_failure_policy() -> dict[str, Any]:
-    """Fail the Job at once on exit codes that retrying cannot fix; ignore disruptions."""
+def pod_failure_policy(action: str = "FailJob") -> dict[str, Any]:
+    """Fail the Job (a search: the trial's index) at once on exit codes that retrying
+    cannot fix; ignore disruptions."""
     return {
         "rules": [
             {
-                "action": "FailJob",
+                "action": action,
                 "onExitCodes": {
                     "containerName": CONTAINER,
                     "operator": "In",
@@ -163,6 +172,20 @@ def pod_failure_policy() -> dict[str, Any]:
                 "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
             },
         ]
+    }
+
+
+def _completions(s: api.SearchSpec | None, policy: api.RunPolicy) -> dict[str, Any]:
+    """One pod to completion, or a search's trials as the indexes of an Indexed Job."""
+    if s is None:
+        return {"completions": 1, "parallelism": 1, "podFailurePolicy": pod_failure_policy()}
+    trials = search.trial_count(s)
+    return {
+        "completionMode": "Indexed",
+        "completions": trials,
+        "parallelism": min(s.parallelism, trials),
+        "backoffLimitPerIndex": policy.backoff_limit,
+        "podFailurePolicy": pod_failure_policy("FailIndex"),
     }
 
 
@@ -275,10 +298,8 @@ def build_job(
             "ownerReferences": [owner_reference("TrainingJob", tj_name, uid)],
         },
         "spec": {
-            **_run_policy(spec.run_policy),
-            "completions": 1,
-            "parallelism": 1,
-            "podFailurePolicy": pod_failure_policy(),
+            **_run_policy(spec.run_policy, per_index=spec.search is not None),
+            **_completions(spec.search, spec.run_policy),
             "template": {
                 "metadata": {"labels": dict(job_labels)},
                 "spec": pod_spec,

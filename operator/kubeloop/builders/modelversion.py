@@ -42,8 +42,12 @@ def model_version_spec(
     result: api.TrainingResult,
     version: int,
     image: str,
+    trial: api.TrialRef | None = None,
 ) -> api.ModelVersionSpec:
     """The ModelVersion spec for ``result`` of TrainingJob ``trainingjob``, as ``version``.
+
+    ``trial``: the search trial ``result`` came from (the best of ``spec.search``), named in
+    the lineage with its hyperparameters.
 
     Raises :class:`IncompleteResultError` when the result lacks the artifact, framework,
     signature, dataset or task (a run that failed before producing a model).
@@ -82,7 +86,9 @@ def model_version_spec(
         metrics=_metrics(result.metrics),
         parameters=_parameters(result.parameters),
         dataset=result.dataset,
-        lineage=api.Lineage(training_job=trainingjob, image=image, trigger=spec.trigger),
+        lineage=api.Lineage(
+            training_job=trainingjob, image=image, trigger=spec.trigger, trial=trial
+        ),
         gate=result.gate or api.GateResult(passed=result.succeeded, message=result.message),
     )
 

@@ -39,6 +39,7 @@ from kubeloop.controller import Result
 from kubeloop.handlers import _events
 from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer, state_of
 from kubeloop.metrics import OperatorMetrics
+from kubeloop.reconcile import search
 from kubeloop.reconcile.trainingjob import (
     Action,
     Phase,
@@ -69,13 +70,16 @@ def _full_result(
     result: api.TrainingResult, settings: Settings, namespace: str, name: str, logger: Any
 ) -> api.TrainingResult:
     """The result from ``result.json`` in the store when the termination message had to
-    drop fields to fit in 4 KiB and the operator can see the store; else ``result``."""
+    drop fields to fit in 4 KiB and the operator can see the store; else ``result``.
+    A search trial's is under ``trials/<index>``."""
     if result.signature is not None or not settings.artifact_root:
         return result
     from kubeloop_runtime import artifacts  # noqa: PLC0415 (stdlib-only, lazily)
 
     try:
         directory = artifacts.resolve(output_uri(settings, namespace, name), settings.artifact_root)
+        if result.trial is not None:
+            directory = directory / "trials" / str(result.trial)
         full = api.TrainingResult.model_validate(
             json.loads((directory / "result.json").read_text(encoding="utf-8"))
         )
@@ -93,6 +97,7 @@ def _register(
     result: api.TrainingResult,
     image: str,
     logger: Any,
+    trial: api.TrialRef | None = None,
 ) -> dict[str, Any]:
     """Create the run's ModelVersion ``<model>-v<N>``, or find the one it already made.
 
@@ -113,7 +118,7 @@ def _register(
             return dict(mine)
         version = max(registry.next_version(existing, spec.model), floor)
         mv_spec = model_version_spec(
-            trainingjob=name, spec=spec, result=result, version=version, image=image
+            trainingjob=name, spec=spec, result=result, version=version, image=image, trial=trial
         )
         obj = build_model_version(ns, mv_spec, trainingjob_uid=uid)
         created = kube.create(obj)
@@ -140,9 +145,10 @@ def _register(
 # --------------------------------------------------------------------------- reconcile
 
 
-def _invalid(kube: CachedClient, tj: dict[str, Any], error: ValidationError) -> None:
+def _invalid(kube: CachedClient, tj: dict[str, Any], error: ValidationError | str) -> None:
     meta, old = tj["metadata"], tj.get("status") or {}
-    message = format_validation_error(error)[:MESSAGE_MAX]
+    text = error if isinstance(error, str) else format_validation_error(error)
+    message = text[:MESSAGE_MAX]
     conditions = set_conditions(
         old.get("conditions"),
         [Condition(api.COND_SUCCEEDED, "False", "InvalidSpec", message)],
@@ -201,6 +207,10 @@ def _reconcile(
     except ValidationError as e:
         _invalid(kube, tj, e)
         return None
+    problem = spec.search.problem() if spec.search is not None else None
+    if problem is not None:
+        _invalid(kube, tj, problem)
+        return None
     metrics.saw_trainingjob(ns, spec.model)  # its run counters exist at 0 before it ends
     if is_finished(old) and old.get("observedGeneration") == generation:
         return old  # the run is over; its Job may be gone (TTL), never start another
@@ -243,6 +253,8 @@ def _reconcile(
         else:  # 409: there already, and not in the cache yet (or not labelled as ours)
             job = kube.kube.get("batch/v1", "Job", ns, jname)
         run = observe(job, [])
+        searched = _search(spec, job, [], old, run)
+        run = searched[0]
     elif action is Action.OBSERVE:
         assert job is not None
         job_uid = job["metadata"]["uid"]
@@ -252,6 +264,8 @@ def _reconcile(
             if _owned_by(p, job_uid)
         ]
         run = observe(job, pods)
+        searched = _search(spec, job, pods, old, run)
+        run = searched[0]
         if run.result is not None and run.finished:
             run = _with_full_result(run, settings, ns, name, logger)
         if run.registrable and registered is None:
@@ -259,8 +273,9 @@ def _reconcile(
             image = job["spec"]["template"]["spec"]["containers"][0].get("image", "")
             try:
                 registered = _register(
-                    kube, tj=tj, spec=spec, result=run.result, image=image, logger=logger
-                )
+                    kube, tj=tj, spec=spec, result=run.result, image=image, logger=logger,
+                    trial=searched[1].trial_ref() if searched[1] is not None else None,
+                )  # fmt: skip
             except (IncompleteResultError, ValidationError) as e:
                 run = RunState(
                     Phase.FAILED,
@@ -273,8 +288,17 @@ def _reconcile(
                 )
     elif action is Action.FROM_REGISTRATION:
         run = state_from_registration(registration_of(registered))
+        searched = (run, None)
     else:
         run = job_missing_state(jname)
+        searched = (run, None)
+    # A search's trials and summary; kept from the old status once its Job is gone.
+    summary: dict[str, Any] | None = None
+    trials: list[dict[str, Any]] | None = None
+    if searched[1] is not None:
+        summary, trials = searched[1].summary(), [t.wire() for t in searched[1].trials]
+    elif spec.search is not None:
+        summary, trials = old.get("search"), old.get("trials")
 
     status = desired_trainingjob_status(
         old=old,
@@ -283,12 +307,29 @@ def _reconcile(
         job_exists=job is not None or action is not Action.CREATE_JOB,
         run=run,
         registration=registration_of(registered),
+        search=summary,
+        trials=trials,
     )
     if any(old.get(k) != v for k, v in status.items()):
         kube.patch_status(api.API_VERSION, KIND, ns, name, status)
     if is_finished(status) and not is_finished(old):
         _finished(tj, spec, status, metrics, logger)
     return status
+
+
+def _search(
+    spec: api.TrainingJobSpec,
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    old: dict[str, Any],
+    run: RunState,
+) -> tuple[RunState, search.SearchState | None]:
+    """For a search: its trials from the Job's pods, and the run's state from them."""
+    if spec.search is None:
+        return run, None
+    trials = search.observe_trials(spec, job, pods, old.get("trials"))
+    searched = search.state(spec, trials, run.finished)
+    return search.outcome(searched, run), searched
 
 
 def _with_full_result(

@@ -289,8 +289,14 @@ def desired_trainingjob_status(
     run: RunState,
     registration: Registration,
     now: str | None = None,
+    search: Mapping[str, Any] | None = None,
+    trials: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The status to write for what was observed (a full replacement of our fields)."""
+    """The status to write for what was observed (a full replacement of our fields).
+
+    ``search`` and ``trials`` (a hyperparameter search, :mod:`.search`) become
+    ``status.search`` and ``status.trials`` as given.
+    """
     old = old or {}
     conds: list[Condition] = [
         Condition(COND_JOB_CREATED, "True", "JobCreated", f"created Job {job_name}")
@@ -333,7 +339,8 @@ def desired_trainingjob_status(
             api.COND_SUCCEEDED,
             "True",
             REASON_TRAINED,
-            f"trained and registered ModelVersion {registration.name}",
+            f"trained and registered ModelVersion {registration.name}"
+            + (f": {run.message}" if search is not None else ""),
         )
         status.update(reason=REASON_TRAINED, message=run.message)
     elif run.finished and (gated or run.reason == api.REASON_QUALITY_GATE_FAILED):
@@ -377,6 +384,10 @@ def desired_trainingjob_status(
         status["gate"] = {"passed": bool(gate.get("passed")), "message": gate.get("message", "")}
     if checked is not None:
         status["validation"] = checked.wire()
+    if search is not None:
+        status["search"] = dict(search)
+    if trials is not None:
+        status["trials"] = [dict(t) for t in trials]
     status["message"] = str(status.get("message", ""))[:1024]
     return status
 

@@ -6,6 +6,10 @@ a refused spec included, once ``--output`` is usable) and, bounded to 4 KiB, to 
 termination message file that the operator reads from the pod status. A run that trained a
 model and passed its gate also writes ``<output>/modelversion.yaml``, the ModelVersion
 manifest ``kubeloop-serve --model-version`` serves (train and serve without a cluster).
+
+With ``spec.search``, one run trains one trial: ``--trial`` (in a pod of the search's
+Indexed Job, ``$JOB_COMPLETION_INDEX``) picks it, its hyperparameters come from
+:func:`kubeloop_runtime.search.trial_spec`, and it writes under ``<output>/trials/<index>``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ ENV_SPEC = api.ENV_TRAINING_SPEC
 ENV_OUTPUT = api.ENV_OUTPUT
 ENV_ARTIFACT_ROOT = api.ENV_ARTIFACT_ROOT
 ENV_DATA_ROOT = api.ENV_DATA_ROOT
+ENV_COMPLETION_INDEX = api.ENV_COMPLETION_INDEX
 RESULT_FILE = "result.json"
 
 
@@ -80,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="termination message file (default: /dev/termination-log if it is writable)",
     )
+    p.add_argument(
+        "--trial",
+        type=int,
+        default=None,
+        help="with spec.search: the trial to train (default: $"
+        f"{ENV_COMPLETION_INDEX}, set in each pod of the search's Indexed Job)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -98,6 +110,28 @@ def _read_spec_text(arg: str | None) -> tuple[str, str]:
     return text, f"${ENV_SPEC}"
 
 
+def trial_output(output: str, index: int) -> str:
+    """Where trial ``index`` of a search writes: ``<output>/trials/<index>``."""
+    return f"{output.rstrip('/')}/trials/{index}"
+
+
+def _trial_index(arg: int | None) -> int | None:
+    if arg is not None:
+        value: str | int = arg
+    else:
+        env = os.environ.get(ENV_COMPLETION_INDEX)
+        if env is None or not env.strip():
+            return None
+        value = env.strip()
+    try:
+        index = int(value)
+    except ValueError as e:
+        raise InvalidSpecError(f"${ENV_COMPLETION_INDEX} is not a trial index: {value!r}") from e
+    if index < 0:
+        raise InvalidSpecError(f"--trial must be >= 0, got {index}")
+    return index
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -109,16 +143,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     output = None
     spec: api.TrainingJobSpec | None = None
+    trial: int | None = None
     try:
+        trial = _trial_index(args.trial)
         # The output first: every outcome, a refused spec included, is then in result.json.
         if args.output:
+            where = args.output if trial is None else trial_output(args.output, trial)
             try:
-                output = Output.open(args.output, args.artifact_root)
+                output = Output.open(where, args.artifact_root)
             except (ArtifactError, OSError) as e:
                 raise InvalidSpecError(f"--output: {e}") from e
             (output.directory / MODEL_VERSION_FILE).unlink(missing_ok=True)  # never stale
         text, origin = _read_spec_text(args.spec)
         spec = parse_spec(text, origin=origin)
+        if spec.search is not None or trial is not None:
+            spec = _trial(spec, trial)
         if output is None:
             raise InvalidSpecError(f"no output given: pass --output or set {ENV_OUTPUT}")
         # Imported here so that a bad spec is reported before scikit-learn loads (seconds).
@@ -150,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else api.EXIT_UNEXPECTED
         )
 
+    if trial is not None:
+        result = result.model_copy(update={"trial": trial})
     document = to_json(result)
     if output is not None:
         try:
@@ -169,6 +210,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(document + "\n")
     sys.stdout.flush()
     return code
+
+
+def _trial(spec: api.TrainingJobSpec, trial: int | None) -> api.TrainingJobSpec:
+    """The plain spec of the trial to train (spec.search and a trial index go together)."""
+    from kubeloop_runtime import search  # noqa: PLC0415
+
+    if spec.search is None:
+        raise InvalidSpecError(f"--trial (or ${ENV_COMPLETION_INDEX}) needs spec.search")
+    if trial is None:
+        raise InvalidSpecError(
+            f"spec.search: pass --trial N (0 to {search.trial_count(spec.search) - 1}) to train"
+            f" one trial (in the search's pods: ${ENV_COMPLETION_INDEX})"
+        )
+    try:
+        chosen = search.trial_spec(spec, trial)
+    except ValueError as e:
+        raise InvalidSpecError(f"--trial: {e}") from e
+    log.info(
+        "Training trial %d of %d: %s",
+        trial,
+        search.trial_count(spec.search),
+        search.text_parameters(search.trial_parameters(spec.search, trial)),
+    )
+    return chosen
 
 
 if __name__ == "__main__":  # pragma: no cover
