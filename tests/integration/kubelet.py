@@ -324,10 +324,17 @@ class ProcessKubelet:
 
     @staticmethod
     def _terminate(proc: subprocess.Popen[bytes]) -> None:
+        # A predictor's kubeloop-serve drains for some seconds on SIGTERM (serve/server.py).
+        # kwok hands a deleted pod's IP to the next pod at once, and there is no kube-proxy
+        # here to drain from, so the second SIGTERM, which skips the drain, follows shortly.
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
+                try:
+                    proc.wait(timeout=0.3)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)

@@ -97,7 +97,7 @@ def test_container_contract() -> None:
     dep = deployment(isvc_spec(maxBatchSize=16, maxBatchDelayMs=2.5))
     c = container(dep)
     assert c["command"] == ["kubeloop-serve"]
-    assert c["args"] == ["--port", "8080"]
+    assert c["args"] == ["--port", "8080", "--drain-seconds", "5"]
     assert c["image"] == "kubeloop/runtime:1.2.3"
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
@@ -114,6 +114,16 @@ def test_container_contract() -> None:
     assert serving["role"] == "stable"
     assert serving["inferenceService"] == "iris"
     assert api.MonitoringSpec.model_validate(serving["monitoring"]) == api.MonitoringSpec()
+
+
+def test_the_pod_waits_for_the_drain_and_the_graceful_shutdown() -> None:
+    """SIGTERM: kubeloop-serve answers for the drain (readiness 503), then finishes what is
+    in flight; the kubelet must not SIGKILL it before both are over."""
+    dep = deployment()
+    pod = dep["spec"]["template"]["spec"]
+    s = parse_settings(container(dep)["args"], env(dep))
+    assert s.drain_seconds == api.SERVE_DRAIN_SECONDS > 0
+    assert pod["terminationGracePeriodSeconds"] > s.drain_seconds + api.SERVE_GRACEFUL_SECONDS
 
 
 def test_serving_env_is_what_kubeloop_serve_parses() -> None:

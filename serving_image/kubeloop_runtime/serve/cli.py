@@ -2,8 +2,9 @@
 
 Parse settings once, verify and load the model and bind the port (any failure, a port
 in use included: a clear message on stderr and exit code 2), wire the data plane, metrics
-and monitoring, then serve with uvicorn (one worker, uvloop, httptools). SIGTERM drains in-flight
-requests (uvicorn's graceful shutdown) before the process exits.
+and monitoring, then serve with uvicorn (one worker, uvloop, httptools). SIGTERM keeps serving
+for ``--drain-seconds`` with readiness at 503, then drains in-flight requests (uvicorn's
+graceful shutdown) before the process exits (``kubeloop_runtime.serve.server``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STARTUP
     import uvicorn  # noqa: PLC0415
 
+    from kubeloop_runtime.serve.server import GRACEFUL_SECONDS, DrainingServer  # noqa: PLC0415
+
     log.info(
         "Serving %s (ModelVersion %s, version %s, runtime %s, role %s) on %s:%d",
         settings.served_name,
@@ -108,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
         server_header=False,
         log_config=None,  # uvicorn's loggers propagate to our JSON handler
     )
@@ -123,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_STARTUP
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, dataplane, settings.drain_seconds)
     server.run(sockets=[sock])
     return 0
 

@@ -10,6 +10,9 @@ Sources, highest precedence first: command-line flags, then environment variable
 - ``--name`` / ``KUBELOOP_SERVED_NAME``: the name in URL paths (default: the model name).
 - ``KUBELOOP_SERVING``: JSON ``{"monitoring": MonitoringSpec, "maxBatchSize": int,
   "maxBatchDelayMs": float, "role": "stable"|"canary", "inferenceService": name}``.
+- ``--drain-seconds``: on SIGTERM, how long to keep answering (readiness already 503) before
+  the graceful shutdown, so that Services stop sending new connections first (0 by hand;
+  the operator's predictor pods pass ``api.SERVE_DRAIN_SECONDS``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ ENV_SERVING = "KUBELOOP_SERVING"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_REQUEST_ROWS = 10_000
+MAX_DRAIN_SECONDS = 300.0
 
 Role = Literal["stable", "canary"]
 
@@ -64,6 +68,8 @@ class ServeSettings:
     # Run model calls in a worker thread (None: the default, yes); off = on the event loop.
     predict_in_thread: bool | None = None
     log_level: str = "info"
+    # SIGTERM: keep serving this long with readiness 503, then drain in-flight requests.
+    drain_seconds: float = 0.0
 
     @property
     def version(self) -> str:
@@ -167,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model calls in a worker thread (auto = on) or inline on the event loop (off)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, keep serving this long (readiness 503) before shutting down",
+    )
     return p
 
 
@@ -260,6 +272,8 @@ def parse_settings(
         raise StartupError("--max-body-bytes must be at least 1024")
     if args.max_request_rows < 1:
         raise StartupError("--max-request-rows must be at least 1")
+    if not 0.0 <= args.drain_seconds <= MAX_DRAIN_SECONDS:
+        raise StartupError(f"--drain-seconds must be within 0..{MAX_DRAIN_SECONDS:g}")
 
     return ServeSettings(
         model_version=spec,
@@ -279,4 +293,5 @@ def parse_settings(
         use_onnx=not args.no_onnx,
         predict_in_thread={"auto": None, "on": True, "off": False}[args.predict_thread],
         log_level=args.log_level,
+        drain_seconds=float(args.drain_seconds),
     )
