@@ -168,13 +168,14 @@ stop_component() {
   cp "/proc/${pid}/environ" "${dir}/pids/${component}.environ"
   kill "-${signal}" "${pid}"
   # Gone, or a zombie that whoever adopted it has not reaped yet (it holds no port then).
-  for _ in $(seq 1 600); do
+  # kube-apiserver's graceful SIGTERM shutdown waits out its watches (more than 60 s here).
+  for _ in $(seq 1 1800); do
     [ -d "/proc/${pid}" ] || break
     [ "$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" = "Z" ] && break
     sleep 0.05
   done
   if [ -d "/proc/${pid}" ] && [ "$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" != "Z" ]; then
-    log "error: ${component} (pid ${pid}) did not stop within 30s"
+    log "error: ${component} (pid ${pid}) did not stop within 90s"
     exit 1
   fi
   rm -f "${dir}/pids/${component}.pid"

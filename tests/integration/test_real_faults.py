@@ -12,7 +12,7 @@ one. Then, with real pods, the real kube-proxy and the real kubelet:
   drain would: never fewer than minAvailable ready pods, and the API refuses evictions;
 - a predictor's container SIGKILLed through containerd: ``solo``'s Ready condition says so,
   the kubelet restarts the container, and the condition recovers;
-- the kubelet stopped for longer than the node grace period and started again: the node goes
+- the kubelet stopped for longer than the node grace period (3m20s) and started again: the node goes
   NotReady, the InferenceServices' Ready conditions say so, and recover without restarting
   any container;
 - the artifact volume unavailable while a predictor pod starts: the condition says so
@@ -368,8 +368,9 @@ def test_the_kubelet_restarted_after_the_node_grace_period(
 ) -> None:
     before = {n: container_ids(core, n) for n in SERVICES}
     with Conditions(kube, list(SERVICES)) as seen:
-        # 40 s is the controller-manager's node grace period: the node goes NotReady.
-        node_sh("restart-kubelet", "50")
+        # kwokctl runs the controller-manager with --node-monitor-grace-period=3m20s: away
+        # for longer than that, the node goes NotReady.
+        node_sh("restart-kubelet", "210")
         for name in SERVICES:
             wait_for(
                 lambda n=name: seen.went_down_and_up(n) and serving(kube, core, n),  # type: ignore[misc]
