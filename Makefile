@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: help up down deps build build-control-plane cluster-up cluster-down node-up node-down lint test test-unit test-integration bench kind-up kind-down
+.PHONY: help up down deps build build-control-plane cluster-up cluster-down node-up node-down crds lint test test-unit test-integration bench kind-up kind-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -32,11 +32,15 @@ node-up: ## Start the real node (kubelet, containerd, kube-proxy) and import the
 node-down: ## Stop the real node and remove every pod, mount, cgroup, bridge and rule it made
 	hack/node.sh down
 
-lint: ## ruff, formatting, mypy --strict and the import-layer contracts
+crds: ## Generate crds/ from the pydantic models (kubeloop_runtime.api, kubeloop_runtime.resources)
+	$(PYTHON) -m kubeloop_runtime.crdgen
+
+lint: ## ruff, formatting, mypy --strict, the import-layer contracts, crds/ as generated
 	ruff check .
 	ruff format --check .
 	mypy
 	lint-imports
+	$(PYTHON) -m kubeloop_runtime.crdgen --check
 
 build: ## Build the local cluster's binaries and images side by side (cached)
 	hack/build.sh
@@ -51,8 +55,8 @@ bench: ## The benchmarks (training overhead, serving throughput vs KServe and ML
 	$(PYTHON) bench/train_bench.py
 	$(PYTHON) bench/serve_bench.py
 
-kind-up: ## Create a kind cluster with Kubeloop, Prometheus and Grafana (needs Docker and kind)
-	hack/kind-up.sh
+kind-up: ## Create a kind cluster with Kubeloop, Prometheus and Grafana (needs Docker and kind); OBJECTSTORE=1 adds an S3 store
+	OBJECTSTORE="$(OBJECTSTORE)" hack/kind-up.sh
 
 kind-down: ## Delete the kind cluster
 	hack/kind-down.sh

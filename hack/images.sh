@@ -6,6 +6,7 @@
 #   hack/images.sh base            Python 3.11 base image from debootstrap (minbase) + apt
 #   hack/images.sh pause           pod sandbox image from hack/pause/pause.c (static, scratch)
 #   hack/images.sh prometheus      Prometheus 2.53.3 from hack/build-prometheus.sh (static, scratch)
+#   hack/images.sh versitygw       the object store's versitygw from its Go module (static, scratch)
 #   hack/images.sh build           kubeloop/operator:dev and kubeloop/runtime:dev (buildah bud)
 #   hack/images.sh export          OCI archives in ${cache}/images/<name>.tar
 #   hack/images.sh import ADDRESS  ctr import of every archive into ADDRESS, namespace k8s.io
@@ -27,6 +28,12 @@ suite=bookworm
 base_image=localhost/kubeloop/python:3.11-bookworm
 pause_image=localhost/kubeloop/pause:3.10
 prometheus_image=localhost/kubeloop/prometheus:v2.53.3
+# shellcheck source-path=SCRIPTDIR source=versions.env
+. "${here}/versions.env"
+# manifests/components/objectstore names kubeloop/versitygw:<version> (docker.io/... to
+# containerd), as hack/kind-up.sh builds it from hack/versitygw/Dockerfile.
+versitygw_image="localhost/kubeloop/versitygw:${VERSITYGW_VERSION}"
+versitygw_ref="docker.io/kubeloop/versitygw:${VERSITYGW_VERSION}"
 # The images we build: short name, Dockerfile, name in buildah's storage, name containerd
 # sees. A pod's `image: kubeloop/operator:dev` normalises to docker.io/kubeloop/operator:dev.
 ours=(
@@ -232,6 +239,42 @@ build_prometheus() {
   log "built ${prometheus_image}"
 }
 
+# --- versitygw ----------------------------------------------------------------------------
+
+# The image hack/versitygw/Dockerfile describes, made without Docker Hub: the same module
+# built here static (CGO_ENABLED=0, its own cache directory: the tests' versitygw beside
+# the control plane may be dynamic), alone on scratch, as the numeric non-root user.
+versitygw_dir() {
+  local out="${cache}/bin/versitygw-static-${VERSITYGW_VERSION}"
+  if [ ! -x "${out}/versitygw" ]; then
+    local tmp="${out}.tmp.$$"
+    mkdir -p "${tmp}"
+    CGO_ENABLED=0 GOBIN="${tmp}" GOFLAGS='' go install -trimpath -ldflags "-s -w" \
+      "github.com/versity/versitygw/cmd/versitygw@${VERSITYGW_VERSION}" >&2
+    rm -rf "${out}" && mv "${tmp}" "${out}"
+  fi
+  echo "${out}"
+}
+
+versitygw_key() {
+  local dir=$1
+  { declare -f build_versitygw; sha256sum "${dir}/versitygw"; echo "${VERSITYGW_VERSION}"; } | sha
+}
+
+build_versitygw() {
+  local dir=$1 key ctr
+  key="$(versitygw_key "${dir}")"
+  ctr="$(bah from --quiet scratch)"
+  bah copy --chmod 0755 "${ctr}" "${dir}/versitygw" /bin/versitygw >/dev/null
+  bah config --os linux --arch amd64 --entrypoint '["/bin/versitygw"]' --cmd '' --user 65532:65532 \
+    --port 7070 --label "org.opencontainers.image.title=kubeloop-versitygw" \
+    --label "org.opencontainers.image.version=${VERSITYGW_VERSION}" \
+    --label "org.opencontainers.image.licenses=Apache-2.0" --annotation "${key_label}=${key}" "${ctr}"
+  bah commit --quiet --format oci --rm "${ctr}" "${versitygw_image}" >/dev/null
+  bah rmi --prune >/dev/null 2>&1 || true
+  log "built ${versitygw_image}"
+}
+
 # --- our images ---------------------------------------------------------------------------
 
 # The key of one of our images: its Dockerfile, the build context the .dockerignore lets in,
@@ -271,6 +314,7 @@ build_ours() {
 exports() {
   echo "pause ${pause_image} ${pause_image}"
   echo "prometheus ${prometheus_image} ${prometheus_image}"
+  echo "versitygw ${versitygw_image} ${versitygw_ref}"
   local line
   for line in "${ours[@]}"; do
     read -r short _ name ref <<<"${line}"
@@ -311,6 +355,7 @@ import_one() {
 cmd_base() { build_base; }
 cmd_pause() { build_pause; }
 cmd_prometheus() { build_prometheus "$(prometheus_dir)"; }
+cmd_versitygw() { build_versitygw "$(versitygw_dir)"; }
 
 cmd_build() {
   local line
@@ -338,15 +383,16 @@ all_pause() {
   if [ "$(image_key "${pause_image}")" = "$(pause_key)" ]; then log "${pause_image} unchanged"; else build_pause; fi
 }
 
-all_prometheus() {
-  local dir
-  dir="$(prometheus_dir)"
-  if [ "$(image_key "${prometheus_image}")" = "$(prometheus_key "${dir}")" ]; then
-    log "${prometheus_image} unchanged"
-  else
-    build_prometheus "${dir}"
-  fi
+# An image of binaries built elsewhere: all_binaries IMAGE DIR_FN KEY_FN BUILD_FN builds it
+# from the directory DIR_FN prints unless the image's key is already KEY_FN's.
+all_binaries() {
+  local image=$1 dir
+  dir="$("$2")"
+  if [ "$(image_key "${image}")" = "$("$3" "${dir}")" ]; then log "${image} unchanged"; else "$4" "${dir}"; fi
 }
+
+all_prometheus() { all_binaries "${prometheus_image}" prometheus_dir prometheus_key build_prometheus; }
+all_versitygw() { all_binaries "${versitygw_image}" versitygw_dir versitygw_key build_versitygw; }
 
 all_build() {
   local line short dockerfile name ref
@@ -384,6 +430,7 @@ cmd_all() {
   step base all_base
   step pause all_pause
   step prometheus all_prometheus
+  step versitygw all_versitygw
   step build all_build
   step export all_export
   step import cmd_import "${address}"
@@ -397,7 +444,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0
 sub=$1
 shift
 case "${sub}" in
-  base | pause | prometheus | build | export)
+  base | pause | prometheus | versitygw | build | export)
     [ $# -eq 0 ] || usage
     step "${sub}" "cmd_${sub}"
     ;;

@@ -7,15 +7,23 @@
 # Needs Docker (running), kind and kubectl on PATH. Safe to run again: an existing cluster
 # is reused, images are rebuilt and reloaded, manifests are re-applied.
 # Environment: KIND_CLUSTER_NAME (default kubeloop), KIND_NODE_IMAGE (kind's default),
-# DOCKER (default docker), TIMEOUT (default 300s).
+# DOCKER (default docker), TIMEOUT (default 300s), OBJECTSTORE (1: add the development
+# object store, manifests/overlays/kind-objectstore: versitygw built from
+# hack/versitygw/Dockerfile, on localhost:7070, dev-only keys).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLUSTER="${KIND_CLUSTER_NAME:-kubeloop}"
 DOCKER="${DOCKER:-docker}"
 TIMEOUT="${TIMEOUT:-300s}"
+OBJECTSTORE="${OBJECTSTORE:-}"
 OPERATOR_IMAGE="kubeloop/operator:dev"
 RUNTIME_IMAGE="kubeloop/runtime:dev"
+# shellcheck source-path=SCRIPTDIR source=versions.env
+. "${ROOT}/hack/versions.env"
+VERSITYGW_IMAGE="kubeloop/versitygw:${VERSITYGW_VERSION}"
+OVERLAY=manifests/overlays/kind
+[[ -z "${OBJECTSTORE}" || "${OBJECTSTORE}" == 0 ]] || OVERLAY=manifests/overlays/kind-objectstore
 CONTEXT="kind-${CLUSTER}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -49,16 +57,24 @@ say "Building ${OPERATOR_IMAGE} and ${RUNTIME_IMAGE}"
 "${DOCKER}" build -f operator/Dockerfile -t "${OPERATOR_IMAGE}" .
 "${DOCKER}" build -f serving_image/Dockerfile -t "${RUNTIME_IMAGE}" .
 
+IMAGES=("${OPERATOR_IMAGE}" "${RUNTIME_IMAGE}")
+if [[ "${OVERLAY}" == */kind-objectstore ]]; then
+  say "Building ${VERSITYGW_IMAGE} (the object store)"
+  "${DOCKER}" build -f hack/versitygw/Dockerfile --build-arg "VERSITYGW_VERSION=${VERSITYGW_VERSION}" \
+    -t "${VERSITYGW_IMAGE}" hack/versitygw
+  IMAGES+=("${VERSITYGW_IMAGE}")
+fi
+
 say "Loading the images into the kind node"
-kind load docker-image --name "${CLUSTER}" "${OPERATOR_IMAGE}" "${RUNTIME_IMAGE}"
+kind load docker-image --name "${CLUSTER}" "${IMAGES[@]}"
 
 say "Installing the CRDs"
 "${KUBECTL[@]}" apply --server-side -k crds
 "${KUBECTL[@]}" wait --for condition=Established --timeout "${TIMEOUT}" \
   crd/trainingjobs.kubeloop.io crd/modelversions.kubeloop.io crd/inferenceservices.kubeloop.io
 
-say "Installing the operator, Prometheus and Grafana (manifests/overlays/kind)"
-"${KUBECTL[@]}" apply --server-side --force-conflicts -k manifests/overlays/kind
+say "Installing the operator, Prometheus and Grafana (${OVERLAY})"
+"${KUBECTL[@]}" apply --server-side --force-conflicts -k "${OVERLAY}"
 
 # The operator's image is rebuilt under the same tag: restart it so it runs the new one.
 "${KUBECTL[@]}" -n kubeloop-system rollout restart deployment/kubeloop-operator
@@ -67,6 +83,16 @@ say "Waiting for the rollouts (timeout ${TIMEOUT})"
 "${KUBECTL[@]}" -n kubeloop-system rollout status deployment/kubeloop-operator --timeout "${TIMEOUT}"
 "${KUBECTL[@]}" -n kubeloop-monitoring rollout status deployment/prometheus --timeout "${TIMEOUT}"
 "${KUBECTL[@]}" -n kubeloop-monitoring rollout status deployment/grafana --timeout "${TIMEOUT}"
+if [[ "${OVERLAY}" == */kind-objectstore ]]; then
+  "${KUBECTL[@]}" -n kubeloop-objectstore rollout status deployment/objectstore --timeout "${TIMEOUT}"
+  cat <<MSG
+
+Object store (versitygw, DEV-ONLY keys from manifests/components/objectstore/dev-credentials.env):
+  in the cluster  http://objectstore.kubeloop-objectstore.svc:7070 (the operator's default endpoint)
+  from here       http://localhost:7070
+  Secret s3-creds in namespace default holds the keys: examples/s3/README.md runs as written.
+MSG
+fi
 
 cat <<MSG
 

@@ -46,9 +46,12 @@ if [ -n "${class}" ] && [ "${class}" != kubeloop-local ]; then
   "${kubectl[@]}" -n default delete pvc kubeloop-artifacts --wait=true
 fi
 hack/node.sh volume default kubeloop-artifacts >/dev/null
+# The object store's data (manifests/components/objectstore, in the local overlay).
+hack/node.sh volume kubeloop-objectstore objectstore-data >/dev/null
 "${kubectl[@]}" apply --server-side --force-conflicts -k manifests/overlays/local >/dev/null
 "${kubectl[@]}" -n kubeloop-system rollout status deployment/kubeloop-operator --timeout "${TIMEOUT}"
 "${kubectl[@]}" -n kubeloop-monitoring rollout status deployment/prometheus --timeout "${TIMEOUT}"
+"${kubectl[@]}" -n kubeloop-objectstore rollout status deployment/objectstore --timeout "${TIMEOUT}"
 
 say "Training iris (examples/iris/trainingjob.yaml) in a real pod"
 "${kubectl[@]}" apply -f examples/iris/trainingjob.yaml

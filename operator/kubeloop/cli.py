@@ -21,9 +21,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from kubeloop import registry
+from kubeloop.manifest import Obj
 from kubeloop_runtime import api, rfc3339
-
-Obj = Mapping[str, Any]
 
 # Metrics shown in history, in this order when present.
 _SHOWN_METRICS = (

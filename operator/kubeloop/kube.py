@@ -31,6 +31,7 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from kubeloop.manifest import Manifest
 from kubeloop_runtime import api
 
 logger = logging.getLogger("kubeloop.kube")
@@ -40,7 +41,7 @@ USER_AGENT = "kubeloop-operator"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RETRY_AFTER_MAX = 30.0  # seconds; a server asking for longer is waited on by the work queue
 
-Obj = dict[str, Any]
+Obj = Manifest  # an object as the API server returns it: a dict we may change
 Objs = list[Obj]  # (a method below is called `list`)
 
 # kind -> (api prefix for its apiVersion, plural). Only what Kubeloop reads or writes.

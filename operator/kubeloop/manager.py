@@ -29,6 +29,7 @@ from kubeloop.cache import Caches, Informer, Kind
 from kubeloop.client import CachedClient
 from kubeloop.controller import Controller
 from kubeloop.handlers import _events, inferenceservice, loop, modelversion, objects, trainingjob
+from kubeloop.handlers._common import ControllerState
 from kubeloop.handlers._failures import COND_LOOP_RECONCILED, COND_RECONCILED, FailureRecorder
 from kubeloop.kube import Kube, Obj
 from kubeloop.leader import Elector
@@ -40,6 +41,7 @@ from kubeloop.metrics import (
     FaultMetrics,
     OperatorMetrics,
 )
+from kubeloop.reconcile import inferenceservice as isvc_reconcile
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 
@@ -119,6 +121,7 @@ class Manager:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.state = ControllerState()  # memo.state: what the controllers keep between reconciles
         self.elector: Elector | None = None
         if settings.leader_election:
             self.elector = Elector(
@@ -175,7 +178,7 @@ class Manager:
                 condition=condition,
                 primary=primary,
                 primary_status="Unknown" if primary == api.COND_SUCCEEDED else "False",
-                lock=inferenceservice.locks if kind == "InferenceService" else None,
+                lock=self.state.isvc_locks if kind == "InferenceService" else None,
                 failures_total=faults.reconcile_failures_total if faults is not None else None,
             )
 
@@ -217,6 +220,7 @@ class Manager:
         inf["InferenceService"].add_handler(self._on_inferenceservice)
         inf["Job"].add_handler(self._on_training_child)
         inf["Pod"].add_handler(self._on_training_child)
+        inf["Pod"].add_handler(self._on_predictor_pod)
         for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
             inf[kind].add_handler(self._on_predictor_child)
 
@@ -238,7 +242,7 @@ class Manager:
         ns, name = cache.key_of(obj)
         if new is None:
             self.controllers[MODELVERSION].forget(ns, name)
-            modelversion.forget(self.metrics, ns, name)
+            modelversion.forget(self.metrics, self.state, ns, name)
         else:
             self._enqueue(MODELVERSION, ns, name)
         models = {str((o.get("spec") or {}).get("model") or "") for o in (new, old) if o}
@@ -261,6 +265,7 @@ class Manager:
         if new is None:
             self.controllers[INFERENCESERVICE].forget(ns, name)
             self.controllers[LOOP].forget(ns, name)
+            self.state.dataset_watch.forget(ns, name)
             return
         self._enqueue(INFERENCESERVICE, ns, name)
         if any(
@@ -273,6 +278,13 @@ class Manager:
         tj = _label(new or old, api.LABEL_TRAININGJOB)
         if tj:
             self._enqueue(TRAININGJOB, cache.key_of(new or old or {})[0], tj)
+
+    def _on_predictor_pod(self, type_: str, new: Obj | None, old: Obj | None) -> None:
+        """A predictor pod's readiness or refusal to load changed: its InferenceService's
+        ModelLoaded/Ready follow (other pod events enqueue nothing)."""
+        isvc = _label(new or old, api.LABEL_INFERENCESERVICE)
+        if isvc and isvc_reconcile.pod_signal(new) != isvc_reconcile.pod_signal(old):
+            self._enqueue(INFERENCESERVICE, cache.key_of(new or old or {})[0], isvc)
 
     def _on_predictor_child(self, type_: str, new: Obj | None, old: Obj | None) -> None:
         isvc = _label(new or old, api.LABEL_INFERENCESERVICE)

@@ -18,14 +18,12 @@ See docs/registry.md for how an alias moves.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
+from kubeloop.manifest import Obj
 from kubeloop_runtime import api
-
-Obj = Mapping[str, Any]
 
 # Which TrainingJob (by UID) created a ModelVersion: tells a recreated TrainingJob of the
 # same name from the one that ran before it.

@@ -13,13 +13,13 @@ In tests, pod IPs are loopback addresses where the real ``kubeloop-serve`` runs.
   by status code, the latency histogram; the pods are new with the canary, so counters
   since start are the canary's) and for ``/monitoring`` (live accuracy).
 
-Pods that do not answer within ``timeout`` are skipped (and logged); the pure parsing and
-aggregation functions are unit-tested on their own.
+Pods that do not answer within ``timeout``, or answer with something other than the
+document (``kubeloop_runtime.contracts.MonitoringDocument``), are skipped (and logged);
+the pure parsing and aggregation functions are unit-tested on their own.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import urllib.error
@@ -30,22 +30,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
-from kubeloop.reconcile.loop import CanaryStats, Signals
+from kubeloop.reconcile.loop_state import CanaryStats, Signals
 from kubeloop_runtime import api
+from kubeloop_runtime.contracts import (
+    HTTP_PORT,
+    REQUEST_DURATION_SECONDS,
+    REQUESTS_TOTAL,
+    MonitoringDocument,
+)
 
 log = logging.getLogger(__name__)
 
-PORT = 8080
-REQUESTS_TOTAL = "kubeloop_serving_requests_total"
-REQUEST_DURATION = "kubeloop_serving_request_duration_seconds"
+PORT = HTTP_PORT  # a module attribute, so a test can point it at a free port
 MAX_BYTES = 4 * 1024 * 1024
 
 
 # ----------------------------------------------------------------------------- pure parts
 
 
-def aggregate_monitoring(docs: Sequence[Mapping[str, Any]]) -> Signals:
+def aggregate_monitoring(docs: Sequence[MonitoringDocument]) -> Signals:
     """Combine the ``/monitoring`` documents of several pods into one :class:`Signals`."""
     drift: bool | None = None
     share: float | None = None
@@ -53,23 +58,25 @@ def aggregate_monitoring(docs: Sequence[Mapping[str, Any]]) -> Signals:
     acc_sum = err_sum = 0.0
     acc_n = err_n = 0
     for doc in docs:
-        d = doc.get("drift") or {}
-        if d.get("enabled") is not False and d.get("enough_data"):
-            pod_drift = bool(d.get("dataset_drift"))
-            drift = bool(drift) or pod_drift
-            s = _number(d.get("share_drifted"))
-            if s is not None:
-                share = s if share is None else max(share, s)
-            for f in d.get("drifted_features") or []:
-                if isinstance(f, str) and f not in features:
+        d = doc.drift
+        if d.enabled and d.enough_data:
+            drift = bool(drift) or d.dataset_drift
+            if d.share_drifted is not None:
+                share = d.share_drifted if share is None else max(share, d.share_drifted)
+            for f in d.drifted_features:
+                if f not in features:
                     features.append(f)
-        for count, accuracy, rmse in _feedback_metrics(doc.get("feedback"), doc.get("version")):
-            if accuracy is not None:
-                acc_sum += accuracy * count
-                acc_n += count
-            if rmse is not None:
-                err_sum += rmse * rmse * count
-                err_n += count
+        fb = doc.feedback
+        # Rolling over the pod's last window_count labelled predictions (its own version).
+        if fb is None or fb.window_count <= 0:
+            continue
+        count = fb.window_count
+        if fb.accuracy is not None:
+            acc_sum += fb.accuracy * count
+            acc_n += count
+        if fb.errors.rmse is not None:
+            err_sum += fb.errors.rmse * fb.errors.rmse * count
+            err_n += count
     return Signals(
         pods=len(docs),
         drift=drift,
@@ -81,67 +88,13 @@ def aggregate_monitoring(docs: Sequence[Mapping[str, Any]]) -> Signals:
     )
 
 
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
+def parse_monitoring(raw: bytes | str) -> MonitoringDocument | None:
+    """One pod's ``/monitoring`` answer, or None (logged) when it is not that document."""
+    try:
+        return MonitoringDocument.model_validate_json(raw)
+    except ValidationError as e:
+        log.info("Unparseable /monitoring document: %s", e)
         return None
-    f = float(v)
-    return f if math.isfinite(f) else None
-
-
-def _feedback_metrics(fb: Any, version: Any) -> list[tuple[int, float | None, float | None]]:
-    """(labelled count, accuracy, rmse) from a pod's ``feedback`` block.
-
-    Accepts the rolling metrics either flat (``{"count", "accuracy", "rmse"}``), under
-    ``rolling``, or per version under ``metrics``/``versions`` (the pod's own version is
-    preferred; a pod serves one version).
-    """
-    if not isinstance(fb, Mapping):
-        return []
-    candidates: list[Mapping[str, Any]] = []
-    for key in ("metrics", "versions"):
-        per = fb.get(key)
-        if isinstance(per, Mapping):
-            own = per.get(str(version)) if version is not None else None
-            if isinstance(own, Mapping):
-                candidates.append(own)
-            else:
-                candidates.extend(v for v in per.values() if isinstance(v, Mapping))
-        elif isinstance(per, list):
-            candidates.extend(v for v in per if isinstance(v, Mapping))
-    if not candidates and isinstance(fb.get("rolling"), Mapping):
-        candidates.append(fb["rolling"])
-    if not candidates:
-        candidates.append(fb)
-    out: list[tuple[int, float | None, float | None]] = []
-    for m in candidates:
-        count = _labelled_count(m)
-        if count <= 0:
-            continue
-        errors = m.get("errors")
-        rmse = _number(m.get("rmse"))
-        if rmse is None and isinstance(errors, Mapping):
-            rmse = _number(errors.get("rmse"))
-        out.append((count, _number(m.get("accuracy")), rmse))
-    return out
-
-
-def _labelled_count(m: Mapping[str, Any]) -> int:
-    """Labelled predictions behind the rolling metrics: ``count``, or from ``counts``."""
-    for key in ("count", "window_count"):
-        count = m.get(key)
-        if isinstance(count, int) and not isinstance(count, bool):
-            return count
-    counts = m.get("counts")
-    if isinstance(counts, Mapping):
-        for key in ("labelled_predictions", "labelled", "window"):
-            v = counts.get(key)
-            if isinstance(v, int) and not isinstance(v, bool):
-                return v
-        scored = [counts.get(k) for k in ("correct", "incorrect")]
-        if all(isinstance(v, int) for v in scored):
-            return sum(v for v in scored if isinstance(v, int))
-    # Metrics without a count still say something: weigh them as one observation.
-    return 1 if m.get("accuracy") is not None or m.get("errors") else 0
 
 
 @dataclass(frozen=True)
@@ -163,7 +116,7 @@ def parse_metrics(text: str) -> RequestCounts:
                 total += sample.value
                 if str(sample.labels.get("code", "")).startswith("5"):
                     errors += sample.value
-            elif sample.name == f"{REQUEST_DURATION}_bucket":
+            elif sample.name == f"{REQUEST_DURATION_SECONDS}_bucket":
                 le = float(sample.labels.get("le", "+Inf"))
                 buckets[le] = buckets.get(le, 0.0) + sample.value
     return RequestCounts(total, errors, buckets)
@@ -192,7 +145,7 @@ def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None
 
 
 def canary_stats(
-    counts: Sequence[RequestCounts], monitoring: Sequence[Mapping[str, Any]]
+    counts: Sequence[RequestCounts], monitoring: Sequence[MonitoringDocument]
 ) -> CanaryStats:
     """Sum the canary pods' counters and histograms; accuracy from their monitoring."""
     total = sum(c.total for c in counts)
@@ -201,14 +154,14 @@ def canary_stats(
     for c in counts:
         for le, v in c.buckets.items():
             merged[le] = merged.get(le, 0.0) + v
-    sig = aggregate_monitoring(monitoring)
+    live = aggregate_monitoring(monitoring)
     return CanaryStats(
         pods=len(counts),
         requests=total,
         errors=errors,
         p99_latency=histogram_quantile(0.99, merged) if total > 0 else None,
-        accuracy=sig.accuracy,
-        accuracy_count=sig.accuracy_count,
+        accuracy=live.accuracy,
+        accuracy_count=live.accuracy_count,
     )
 
 
@@ -251,18 +204,9 @@ def _fetch_all(urls: Iterable[str], timeout: float) -> list[bytes | None]:
         return list(pool.map(lambda u: _get(u, timeout), urls))
 
 
-def _json_docs(raw: Iterable[bytes | None]) -> list[dict[str, Any]]:
-    out = []
-    for r in raw:
-        if r is None:
-            continue
-        try:
-            doc = json.loads(r)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
-            out.append(doc)
-    return out
+def _monitoring_docs(raw: Iterable[bytes | None]) -> list[MonitoringDocument]:
+    docs = (parse_monitoring(r) for r in raw if r is not None)
+    return [d for d in docs if d is not None]
 
 
 def pods_of(pods: Iterable[Mapping[str, Any]], role: str) -> list[str]:
@@ -282,7 +226,7 @@ def read_signals(isvc: str, pods: Iterable[Mapping[str, Any]], timeout: float) -
     """Drift and live accuracy over the Ready stable pods of ``isvc``."""
     ips = pods_of(pods, "stable")
     raw = _fetch_all((_url(ip, f"/v2/models/{isvc}/monitoring") for ip in ips), timeout)
-    return aggregate_monitoring(_json_docs(raw))
+    return aggregate_monitoring(_monitoring_docs(raw))
 
 
 def read_canary(isvc: str, pods: Iterable[Mapping[str, Any]], timeout: float) -> CanaryStats:
@@ -297,5 +241,7 @@ def read_canary(isvc: str, pods: Iterable[Mapping[str, Any]], timeout: float) ->
             counts.append(parse_metrics(r.decode("utf-8", errors="replace")))
         except ValueError as e:
             log.info("Unparseable /metrics from a canary pod of %s: %s", isvc, e)
-    mon = _json_docs(_fetch_all((_url(ip, f"/v2/models/{isvc}/monitoring") for ip in ips), timeout))
+    mon = _monitoring_docs(
+        _fetch_all((_url(ip, f"/v2/models/{isvc}/monitoring") for ip in ips), timeout)
+    )
     return canary_stats(counts, mon)

@@ -5,8 +5,16 @@ trains and serves from them, so they live here, in a light module that imports o
 pydantic. Specs are parsed once at the edge (``TrainingJobSpec.model_validate(body["spec"])``)
 and passed around typed. Field names are camelCase on the wire and snake_case in Python.
 
-``crds/`` holds the matching OpenAPI schemas; ``tests/unit/test_crd_schema_agreement.py``
-keeps the two in step.
+``crds/`` is generated from these models and ``kubeloop_runtime.resources`` (``make crds``,
+``kubeloop_runtime.crdgen``): a field's docstring is its description, and the markers of
+``kubeloop_runtime.crd`` (CEL rules, CRD defaults, formats) sit beside the fields they are
+about (docs/development.md, "Changing the API"). The module is long because it is the whole
+user-facing contract of the three kinds, one section each; it has no logic to split out.
+
+The rest of what crosses the image boundary (the pods' environment variable names, the
+``/monitoring`` document, the metric names the loop reads) is in
+:mod:`kubeloop_runtime.contracts`, re-exported here; ``KUBELOOP_SERVING`` is
+:class:`ServingConfig`, below.
 """
 
 from __future__ import annotations
@@ -14,8 +22,11 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 from pydantic.alias_generators import to_camel
+
+from kubeloop_runtime.contracts import *  # noqa: F403  (re-exported: one place to look)
+from kubeloop_runtime.crd import IMMUTABLE, INT64, Cel, Default, Untyped, keys_at_most
 
 GROUP = "kubeloop.io"
 VERSION = "v1alpha1"
@@ -78,8 +89,13 @@ class Model(BaseModel):
     """Base: camelCase on the wire, unknown fields are an error, instances are immutable."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
     )
+    # A field's docstring (the string under it) is its description in crds/. crdgen reads it
+    # from the source; pydantic's use_attribute_docstrings would do it at every import.
 
     def wire(self) -> dict[str, Any]:
         """The JSON-ready camelCase form, without unset optional fields."""
@@ -160,6 +176,20 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 # Metrics where lower is better; everything else is higher-is-better.
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
 
+CLASSIFIERS = [name for name, (_, task) in ESTIMATORS.items() if task is Task.CLASSIFICATION]
+# A quality gate names only metrics the estimator's task computes (CEL; the pydantic check is
+# TrainingJobSpec._gate_metrics_fit_task).
+GATE_METRICS_FIT_TASK = Cel(
+    "!has(self.qualityGate) || !has(self.qualityGate.thresholds) ||"
+    " self.qualityGate.thresholds.all(t, t.metric.startsWith('cv_') ||"
+    f" (self.estimator.type in {CLASSIFIERS}"
+    f" ? t.metric in {list(CLASSIFICATION_METRICS)} : t.metric in {list(REGRESSION_METRICS)}))",
+    "{path}.qualityGate.thresholds: a metric is not computed for the estimator's task"
+    f" (classification: {', '.join(CLASSIFICATION_METRICS)};"
+    f" regression: {', '.join(REGRESSION_METRICS)}; or any cv_* metric)",
+    field_path=".qualityGate.thresholds",
+)
+
 
 # --------------------------------------------------------------------------- TrainingJob
 
@@ -171,8 +201,12 @@ class ConfigMapSource(Model):
 
 class PVCSource(Model):
     claim_name: ObjectName
-    # Path of the file inside the volume, relative, without "..".
-    path: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^/].*$")]
+    path: Annotated[
+        str,
+        Field(min_length=1, max_length=512, pattern=r"^[^/].*$"),
+        Cel("!self.matches('(^|/)[.][.](/|$)')", "{path} must not contain '..'"),
+    ]
+    """Path of the file inside the volume, relative, without ".."."""
 
     @model_validator(mode="after")
     def _no_parent(self) -> PVCSource:
@@ -187,39 +221,60 @@ ObjectUri = Annotated[str, Field(max_length=1024, pattern=OBJECT_URI)]
 
 
 class ObjectStorage(Model):
-    """How pods reach ``s3://`` (``gs://``, ``az://``) URIs; unset fields fall back to the
-    operator's settings, then to the pod's own environment (web identity, instance roles).
+    """How pods reach s3://, gs:// and az:// URIs. Unset fields fall back to the operator's
+    settings, then to the pod's own environment (web identity, instance roles).
     """
 
-    # An S3-compatible endpoint (versitygw, Ceph, R2, GCS interoperability); unset: AWS.
     endpoint: (
         Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/]+(/\S*)?$")] | None
     ) = None
+    """An S3-compatible endpoint (versitygw, Ceph, R2, GCS interoperability); unset means
+    AWS."""
     region: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9-]+$")] | None = None
-    # Path-style requests (https://endpoint/bucket/key), which most S3-compatible servers
-    # need; false: virtual-hosted style (https://bucket.endpoint/key).
+    # false: virtual-hosted style (https://bucket.endpoint/key).
     path_style: bool | None = None
-    # A Secret in the same namespace whose keys become the pods' environment, e.g.
-    # AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (docs/storage.md). Never read into status.
+    """Path-style requests (endpoint/bucket/key), which most S3-compatible servers need."""
+    # docs/storage.md. Never read into status.
     secret_name: ObjectName | None = None
+    """A Secret in this namespace whose keys become the pods' environment (for example
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). Its values are never copied anywhere."""
 
 
+@Cel(
+    "[has(self.builtin), has(self.url), has(self.uri), has(self.configMap), has(self.pvc),"
+    " has(self.path)].filter(x, x).size() == 1",
+    "{path}: exactly one of builtin, url, uri, configMap, pvc, path is required",
+)
+@Cel(
+    "has(self.builtin) || has(self.target)",
+    "{path}.target is required unless {path}.builtin is set",
+    field_path=".target",
+    reason="FieldValueRequired",
+)
 class DatasetSpec(Model):
     """Exactly one of builtin, url, uri, configMap, pvc, path."""
 
     builtin: BuiltinDataset | None = None
+    """A dataset bundled with scikit-learn (no download)."""
     url: Annotated[str, Field(max_length=2048, pattern=r"^https?://\S+$")] | None = None
-    # An object (s3://bucket/data.csv) or a prefix ending in "/" (every .csv or .parquet
-    # object under it, concatenated in key order); reached through spec.storage.
+    """An http(s) URL of a CSV or Parquet file."""
     uri: ObjectUri | None = None
+    """An object (s3://bucket/data.csv) or a prefix ending in / (every .csv or .parquet object
+    under it, concatenated in key order), read through storage."""
     config_map: ConfigMapSource | None = None
+    """A key of a ConfigMap in the TrainingJob's namespace."""
     pvc: PVCSource | None = None
-    # A local file; how ConfigMap and PVC sources arrive inside the training pod, and
-    # what `kubeloop-train` takes on a laptop.
+    """A file on a PersistentVolumeClaim in the TrainingJob's namespace."""
+    # Also what `kubeloop-train` takes on a laptop.
     path: Annotated[str, Field(max_length=1024)] | None = None
-    format: Literal["csv", "parquet"] | None = None  # default: from the file name, else csv
-    target: ColumnName | None = None  # builtin datasets have a default target: "target"
+    """A file already inside the training container (how configMap and pvc sources arrive
+    there)."""
+    format: Literal["csv", "parquet"] | None = None
+    """File format; default from the file name, else csv."""
+    target: ColumnName | None = None
+    """The label column. Builtin datasets default to "target"."""
     features: Annotated[list[ColumnName], Field(max_length=256)] | None = None
+    """Feature columns to use; default all but the target."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
@@ -247,9 +302,11 @@ class DatasetSpec(Model):
 
 class EstimatorSpec(Model):
     type: EstimatorType
-    hyperparameters: Annotated[dict[str, Scalar], Field(max_length=32)] = Field(
-        default_factory=dict
-    )
+    hyperparameters: Annotated[
+        dict[str, Annotated[Scalar, Untyped(max_length=256)]], Field(max_length=32)
+    ] = Field(default_factory=dict)
+    """Constructor arguments of the estimator: scalar values only (string of at most 256
+    characters, number, boolean, null)."""
 
     @property
     def task(self) -> Task:
@@ -264,16 +321,22 @@ class ImputeSpec(Model):
 class PreprocessingSpec(Model):
     scaling: Literal["none", "standard", "minmax", "robust"] = "none"
     categorical: Annotated[list[ColumnName], Field(max_length=128)] = Field(default_factory=list)
-    impute: ImputeSpec = Field(default_factory=ImputeSpec)
+    """Columns to one-hot encode."""
+    impute: Annotated[ImputeSpec, Default({})] = Field(default_factory=ImputeSpec)
+    """How missing values are filled."""
 
 
 class EvaluationSpec(Model):
     test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    """Fraction of rows held out for the test set."""
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 42
-    cv_folds: Annotated[int, Field(ge=0, le=20)] = 0  # 0 = no cross-validation
-    stratify: bool = True  # classification only
+    cv_folds: Annotated[int, Field(ge=0, le=20)] = 0
+    """Cross-validation folds on the training split; 0 disables."""
+    stratify: bool = True
+    """Stratify the split by class (classification only)."""
 
 
+@Cel("has(self.min) || has(self.max)", "a {path} item needs min or max")
 class Threshold(Model):
     metric: MetricName
     min: float | None = None
@@ -291,13 +354,15 @@ class QualityGateSpec(Model):
 
 
 class ArtifactSpec(Model):
-    # skops is safe to load. joblib (pickle) runs code on load and must be asked for.
+    # joblib (pickle) runs code on load.
     format: Literal["skops", "joblib"] = "skops"
-    # Also export an ONNX graph for fast serving (used only when its predictions match).
+    """skops is safe to load; joblib (pickle) must be asked for."""
     onnx: bool = True
-    # Write to an object store (s3://bucket/prefix; each run under <namespace>/<name>)
-    # instead of the artifact PersistentVolumeClaim; reached through spec.storage.
+    """Also export an ONNX graph, used only when its predictions match."""
+    # Reached through spec.storage.
     uri: ObjectUri | None = None
+    """Write the artifacts to an object store (s3://bucket/prefix; each run under
+    <namespace>/<name>) instead of the artifact PersistentVolumeClaim."""
 
 
 class RunPolicy(Model):
@@ -319,8 +384,8 @@ Quantity = Annotated[str, Field(max_length=32, pattern=r"^[0-9.]+[a-zA-Z]*$")]
 
 
 class Resources(Model):
-    requests: Annotated[dict[str, Quantity], Field(max_length=8)] | None = None
-    limits: Annotated[dict[str, Quantity], Field(max_length=8)] | None = None
+    requests: Annotated[dict[str, Quantity], Field(max_length=8), keys_at_most(253)] | None = None
+    limits: Annotated[dict[str, Quantity], Field(max_length=8), keys_at_most(253)] | None = None
 
 
 AnomalyKind = Literal[
@@ -341,12 +406,15 @@ class ValidationSpec(Model):
     """
 
     policy: Literal["fail", "warn"] = "fail"
+    """fail stops the run (DataValidationFailed); warn trains anyway."""
     reference: ObjectName | None = None
-    # A numeric column is out of range when more than this share of its values lies
-    # outside the reference's [min, max].
+    """The ModelVersion whose statistics are the expected schema."""
     max_out_of_range_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
-    # A column has drifted when its PSI against the reference reaches this (0.25: major).
+    """A numeric column is OutOfRange when more than this share of its values lies outside
+    the reference's [min, max]."""
+    # 0.25: a major shift.
     max_psi: Annotated[float, Field(gt=0.0, le=10.0)] = 0.25
+    """A column has Drift when its PSI reaches this."""
 
 
 class TriggerRef(Model):
@@ -358,33 +426,64 @@ class TriggerRef(Model):
     time: Annotated[str, Field(max_length=64)] | None = None
 
 
+@Cel(
+    "!has(self.validation) || has(self.validation.reference) || has(self.champion)",
+    "{path}.validation: set {path}.validation.reference (a ModelVersion) or {path}.champion"
+    " to validate the dataset against",
+    field_path=".validation",
+)
+@GATE_METRICS_FIT_TASK
 class TrainingJobSpec(Model):
     model: ModelName
+    """Name of the model this run trains a version of (a DNS-1123 label). Every TrainingJob of
+    the same model adds the next version number."""
     dataset: DatasetSpec
+    """Where the data comes from: exactly one of builtin, url, uri, configMap, pvc, path.
+    target is required unless builtin is set."""
     estimator: EstimatorSpec
-    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    quality_gate: QualityGateSpec = Field(default_factory=QualityGateSpec)
-    artifact: ArtifactSpec = Field(default_factory=ArtifactSpec)
-    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+    """The scikit-learn estimator, from an allowlist, and its parameters."""
+    preprocessing: Annotated[PreprocessingSpec, Default({})] = Field(
+        default_factory=PreprocessingSpec
+    )
+    """Feature preprocessing applied inside the fitted pipeline."""
+    evaluation: Annotated[EvaluationSpec, Default({})] = Field(default_factory=EvaluationSpec)
+    """How the model is evaluated."""
+    quality_gate: Annotated[QualityGateSpec, Default({})] = Field(default_factory=QualityGateSpec)
+    """Thresholds the test metrics must meet; a run that misses one fails and its model is
+    registered with gate.passed=false, never served."""
+    artifact: Annotated[ArtifactSpec, Default({})] = Field(default_factory=ArtifactSpec)
+    """How the fitted model is saved."""
+    run_policy: Annotated[RunPolicy, Default({})] = Field(default_factory=RunPolicy)
+    """Settings of the training Job."""
     resources: Resources | None = None
+    """Compute requests and limits of the training container."""
     image: Annotated[str, Field(max_length=512)] | None = None
+    """Training image; default from the operator's settings."""
     # How to reach spec.dataset.uri and spec.artifact.uri (object storage).
     storage: ObjectStorage | None = None
     node_selector: (
-        Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=16)] | None
+        Annotated[
+            dict[str, Annotated[str, Field(max_length=63)]],
+            Field(max_length=16),
+            keys_at_most(317, "keys"),
+        ]
+        | None
     ) = None
     tolerations: Annotated[list[Toleration], Field(max_length=16)] | None = None
     service_account_name: ObjectName | None = None
-    # Set by the closed loop on TrainingJobs it starts; users leave it empty.
     trigger: TriggerRef | None = None
-    # Compare with the version serving this InferenceService (closed loop); optional.
+    """Set by the closed loop on the TrainingJobs it starts (lineage); users leave it empty."""
+    # The version serving this InferenceService (closed loop).
     champion: ObjectName | None = None
-    # How to compare with the champion (the closed loop copies spec.retraining.championGate);
-    # unset: the task's default metric (accuracy / rmse) and no regression allowed.
+    """A ModelVersion to compare against (the closed loop sets the one serving)."""
+    # Unset: the task's default metric (accuracy / rmse) and no regression allowed.
     champion_gate: ChampionGate | None = None
-    # Check the dataset against a reference version's statistics before training.
+    """How the challenger is compared with spec.champion on the same held-out data (the
+    closed loop copies spec.retraining.championGate)."""
     validation: ValidationSpec | None = None
+    """Data validation before training: the dataset against the training statistics of a
+    reference ModelVersion (default spec.champion). Anomalies per column in
+    status.validation and the DataValidated condition."""
 
     @property
     def validation_reference(self) -> str | None:
@@ -428,10 +527,11 @@ class ArtifactRef(Model):
     uri: Annotated[str, Field(min_length=1, max_length=1024)]
     sha256: Sha256
     format: Literal["skops", "joblib"]
-    size_bytes: Annotated[int, Field(ge=0)]
+    size_bytes: Annotated[int, Field(ge=0), INT64]
     onnx_uri: Annotated[str, Field(max_length=1024)] | None = None
     onnx_sha256: Sha256 | None = None
     reference_stats_uri: Annotated[str, Field(max_length=1024)] | None = None
+    """Training-data statistics that drift detection compares with."""
     reference_stats_sha256: Sha256 | None = None
     # How serving pods reach an object-store URI (copied from the TrainingJob).
     storage: ObjectStorage | None = None
@@ -454,18 +554,29 @@ class FeatureSpec(Model):
     categories: (
         Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=256)] | None
     ) = None
+    """Known categories of a categorical input."""
 
 
 class OutputSpec(Model):
     name: Annotated[str, Field(max_length=128)] = "predict"
     dtype: Literal["float64", "int64", "string", "bool"]
-    classes: Annotated[list[Scalar], Field(max_length=256)] | None = None
+    classes: (
+        Annotated[list[Annotated[Scalar, Untyped(max_length=128)]], Field(max_length=256)] | None
+    ) = None
+    """Class labels of a classifier, in the order of predict_proba columns: scalars (string of
+    at most 128 characters, number, boolean)."""
 
 
 # All inputs' categories together; keeps the largest ModelVersion well under 256 KiB.
 MAX_SIGNATURE_CATEGORIES = 512
 
 
+@Cel(
+    "self.inputs.map(f, has(f.categories) ? size(f.categories) : 0).sum()"
+    f" <= {MAX_SIGNATURE_CATEGORIES}",
+    f"{{path}}.inputs: at most {MAX_SIGNATURE_CATEGORIES} categories in total over all inputs",
+    field_path=".inputs",
+)
 class Signature(Model):
     inputs: Annotated[list[FeatureSpec], Field(min_length=1, max_length=256)]
     output: OutputSpec
@@ -492,6 +603,7 @@ class Lineage(Model):
     training_job: ObjectName | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
     trigger: TriggerRef | None = None
+    """Why the closed loop retrained, when it did."""
 
 
 class GateResult(Model):
@@ -500,32 +612,62 @@ class GateResult(Model):
 
 
 class ModelVersionSpec(Model):
-    model: ModelName
-    version: Annotated[int, Field(ge=1)]
-    task: Task
-    artifact: ArtifactRef
-    framework: FrameworkInfo
-    signature: Signature
-    metrics: Annotated[dict[str, float], Field(max_length=32)] = Field(default_factory=dict)
-    parameters: Annotated[
-        dict[str, Annotated[str, Field(max_length=256)]], Field(max_length=64)
+    model: Annotated[ModelName, IMMUTABLE]
+    version: Annotated[int, Field(ge=1), IMMUTABLE]
+    """1, 2, 3, ... per model."""
+    task: Annotated[Task, IMMUTABLE]
+    artifact: Annotated[ArtifactRef, IMMUTABLE]
+    """The fitted pipeline file and its companions, with checksums."""
+    framework: Annotated[FrameworkInfo, IMMUTABLE]
+    """Library versions the artifact was made with; serving checks them."""
+    signature: Annotated[Signature, IMMUTABLE]
+    """The model's inputs (in order) and output."""
+    metrics: Annotated[
+        dict[str, float], Field(max_length=32), Default({}), IMMUTABLE, keys_at_most(63)
     ] = Field(default_factory=dict)
-    dataset: DatasetInfo
-    lineage: Lineage = Field(default_factory=Lineage)
-    gate: GateResult = Field(default_factory=lambda: GateResult(passed=True))
-    # Mutable: MLflow-style aliases such as "production". One holder per model.
-    aliases: Annotated[list[ModelName], Field(max_length=16)] = Field(default_factory=list)
+    """Test-set metrics of this version."""
+    parameters: Annotated[
+        dict[str, Annotated[str, Field(max_length=256)]],
+        Field(max_length=64),
+        Default({}),
+        IMMUTABLE,
+        keys_at_most(128),
+    ] = Field(default_factory=dict)
+    """Effective estimator parameters, as strings."""
+    dataset: Annotated[DatasetInfo, IMMUTABLE]
+    """Fingerprint of the data this version was trained on."""
+    lineage: Annotated[Lineage, Default({}), IMMUTABLE] = Field(default_factory=Lineage)
+    """What produced this version."""
+    gate: Annotated[GateResult, Default({"passed": True}), IMMUTABLE] = Field(
+        default_factory=lambda: GateResult(passed=True)
+    )
+    """The quality-gate result of the training run."""
+    # MLflow-style aliases.
+    aliases: Annotated[
+        list[ModelName],
+        Field(max_length=16),
+        Cel("self.all(a, self.exists_one(b, b == a))", "{path} must be unique"),
+    ] = Field(default_factory=list)
+    """Mutable names such as "production" that InferenceServices can serve by (model +
+    alias). One holder per model: the operator moves an alias."""
 
 
 # ---------------------------------------------------------------------- InferenceService
 
 
+@Cel(
+    "has(self.modelVersion) ? !has(self.model) && !has(self.alias) :"
+    " has(self.model) && has(self.alias)",
+    "{path}: set either modelVersion, or both model and alias",
+)
 class ModelRef(Model):
     """Either modelVersion (an object name) or model + alias."""
 
     model_version: ObjectName | None = None
+    """Name of a ModelVersion in the same namespace."""
     model: ModelName | None = None
     alias: ModelName | None = None
+    """Serve the ModelVersion of this model holding this alias."""
 
     @model_validator(mode="after")
     def _one(self) -> ModelRef:
@@ -536,6 +678,11 @@ class ModelRef(Model):
         return self
 
 
+@Cel(
+    "self.minReplicas <= self.maxReplicas",
+    "{path}.minReplicas must be <= maxReplicas",
+    field_path=".minReplicas",
+)
 class Autoscaling(Model):
     min_replicas: Annotated[int, Field(ge=1, le=100)] = 1
     max_replicas: Annotated[int, Field(ge=1, le=100)] = 3
@@ -553,6 +700,7 @@ IntOrPercent = Annotated[str, Field(max_length=8, pattern=r"^([0-9]+|[0-9]{1,3}%
 
 class RolloutSpec(Model):
     max_surge: IntOrPercent = "25%"
+    """A count ("1") or a percentage ("25%")."""
     max_unavailable: IntOrPercent = "0"
     progress_deadline_seconds: Annotated[int, Field(ge=10, le=3600)] = 600
 
@@ -562,94 +710,149 @@ class AnalysisSpec(Model):
 
     window_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
     min_requests: Annotated[int, Field(ge=0, le=1_000_000)] = 100
+    """Requests the canary must have served before a decision."""
     max_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     max_p99_latency_seconds: Annotated[float, Field(gt=0.0, le=60.0)] | None = None
     min_accuracy: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    """Minimum accuracy on feedback (ground truth) received."""
 
 
 class CanarySpec(Model):
     model_version: ObjectName
     traffic_percent: Annotated[int, Field(ge=0, le=100)] = 10
-    # When set, the operator promotes or rolls back on these rules after the window.
     analysis: AnalysisSpec | None = None
+    """When set, the operator promotes or rolls back the canary on these rules after the
+    window."""
 
 
 class DriftSpec(Model):
     enabled: bool = True
     window_size: Annotated[int, Field(ge=50, le=100_000)] = 1000
+    """Recent requests compared with the training data."""
     psi_threshold: Annotated[float, Field(gt=0.0, le=10.0)] = 0.1
+    """Population stability index above which a feature drifted."""
     p_value: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    """Kolmogorov-Smirnov / chi-squared p-value below which a feature drifted."""
     dataset_drift_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    """Share of drifted features at which the dataset drifted."""
 
 
 class MonitoringSpec(Model):
-    drift: DriftSpec = Field(default_factory=DriftSpec)
+    drift: Annotated[DriftSpec, Default({})] = Field(default_factory=DriftSpec)
     prediction_log_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    # Predictions remembered for feedback (ground truth by request id); oldest dropped first.
+    # Ground truth arrives by request id; the oldest prediction is dropped first.
     feedback_capacity: Annotated[int, Field(ge=0, le=1_000_000)] = 10_000
+    """Predictions remembered for feedback by request id."""
     feedback_window: Annotated[int, Field(ge=10, le=100_000)] = 500
+    """Most recent feedback used for the live accuracy."""
 
 
 class RetrainTriggers(Model):
     drift: bool = True
     accuracy_below: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     error_above: Annotated[float, Field(ge=0.0)] | None = None
+    """Error rate (5xx share) above which to retrain."""
     schedule: Annotated[str, Field(max_length=64, pattern=r"^(\S+\s+){4}\S+$")] | None = None
-    # Retrain when the template's dataset changes: a new ETag or object under
-    # spec.dataset.uri, a new ETag or Last-Modified of spec.dataset.url, new content of
-    # the spec.dataset.configMap key. The operator looks every dataPollSeconds.
+    """A cron expression with five fields."""
+    # The operator looks every dataPollSeconds.
     data_changed: bool = False
+    """Retrain when the template's dataset changes (a new ETag or object under dataset.uri, a
+    new ETag or Last-Modified of dataset.url, new content of the dataset.configMap key)."""
     data_poll_seconds: Annotated[int, Field(ge=10, le=86400)] = 60
+    """How often the operator looks at the dataset's version."""
 
 
 class ChampionGate(Model):
     enabled: bool = True
-    metric: MetricName | None = None  # default: accuracy or rmse by task
-    # How far the challenger may fall below the champion and still pass (absolute).
+    metric: MetricName | None = None
+    """Default accuracy (classification) or rmse (regression)."""
+    # And still pass.
     max_regression: Annotated[float, Field(ge=0.0)] = 0.0
+    """How far below the champion the challenger may be (absolute)."""
 
 
+@GATE_METRICS_FIT_TASK
 class TrainingTemplate(Model):
     """A TrainingJob spec without the model (taken from what the service serves)."""
 
     dataset: DatasetSpec
+    """As TrainingJob spec.dataset."""
     estimator: EstimatorSpec
-    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    quality_gate: QualityGateSpec = Field(default_factory=QualityGateSpec)
-    artifact: ArtifactSpec = Field(default_factory=ArtifactSpec)
-    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+    """As TrainingJob spec.estimator."""
+    preprocessing: Annotated[PreprocessingSpec, Default({})] = Field(
+        default_factory=PreprocessingSpec
+    )
+    evaluation: Annotated[EvaluationSpec, Default({})] = Field(default_factory=EvaluationSpec)
+    quality_gate: Annotated[QualityGateSpec, Default({})] = Field(default_factory=QualityGateSpec)
+    artifact: Annotated[ArtifactSpec, Default({})] = Field(default_factory=ArtifactSpec)
+    run_policy: Annotated[RunPolicy, Default({})] = Field(default_factory=RunPolicy)
     resources: Resources | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
     storage: ObjectStorage | None = None
-    # Validate each retraining's dataset (default reference: the version serving now).
     validation: ValidationSpec | None = None
+    """Data validation before training: the dataset against the training statistics of a
+    reference ModelVersion (default: the version serving now). Anomalies per column in
+    status.validation and the DataValidated condition."""
 
 
 class RetrainingSpec(Model):
     enabled: bool = True
-    triggers: RetrainTriggers = Field(default_factory=RetrainTriggers)
+    triggers: Annotated[RetrainTriggers, Default({})] = Field(default_factory=RetrainTriggers)
     template: TrainingTemplate
+    """A TrainingJob spec without model (the served model is used)."""
     cooldown_seconds: Annotated[int, Field(ge=0, le=30 * 86400)] = 3600
+    """Minimum time between two retrains of this service."""
     max_concurrent: Annotated[int, Field(ge=1, le=10)] = 1
-    champion_gate: ChampionGate = Field(default_factory=ChampionGate)
+    champion_gate: Annotated[ChampionGate, Default({})] = Field(default_factory=ChampionGate)
+    """The challenger must not fall below the serving version."""
     canary_traffic_percent: Annotated[int, Field(ge=1, le=100)] = 25
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    analysis: Annotated[AnalysisSpec, Default({})] = Field(default_factory=AnalysisSpec)
+    """Promotion rules for the retrained canary."""
+
+
+MaxBatchSize = Annotated[int, Field(ge=1, le=1024)]
+MaxBatchDelayMs = Annotated[float, Field(ge=0.0, le=100.0)]
 
 
 class InferenceServiceSpec(Model):
     model: ModelRef
+    """What to serve. Either modelVersion, or both model and alias."""
     replicas: Annotated[int, Field(ge=0, le=100)] = 1
+    """Predictor replicas when autoscaling is not set."""
     autoscaling: Autoscaling | None = None
+    """A HorizontalPodAutoscaler on CPU; replaces replicas."""
     resources: Resources | None = None
-    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    """Compute requests and limits of the predictor container."""
+    rollout: Annotated[RolloutSpec, Default({})] = Field(default_factory=RolloutSpec)
+    """Rolling-update settings of the predictor Deployments."""
     canary: CanarySpec | None = None
-    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    """A second ModelVersion receiving a share of the traffic."""
+    monitoring: Annotated[MonitoringSpec, Default({})] = Field(default_factory=MonitoringSpec)
+    """Drift detection and prediction logging."""
     retraining: RetrainingSpec | None = None
+    """The closed loop: when a trigger fires, start a TrainingJob from the template, gate it
+    against the serving version, then canary it."""
     image: Annotated[str, Field(max_length=512)] | None = None
-    # Micro-batching: wait at most this long to fill a batch (0 disables batching).
-    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 64
-    max_batch_delay_ms: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    """Serving image; default from the operator's settings."""
+    # Micro-batching.
+    max_batch_size: MaxBatchSize = 64
+    max_batch_delay_ms: MaxBatchDelayMs = 1.0
+    """How long a request may wait to fill a batch; 0 disables batching."""
+
+
+class ServingConfig(Model):
+    """``KUBELOOP_SERVING``: what a predictor pod takes from its InferenceService.
+
+    The operator writes it (``builders/predictor.py``), ``kubeloop-serve`` reads it
+    (``serve/settings.py``); its bounds are the spec's.
+    """
+
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    # Strict: the JSON's true is not the number 1.
+    max_batch_size: Annotated[MaxBatchSize, Strict()] = 64
+    max_batch_delay_ms: Annotated[MaxBatchDelayMs, Strict()] = 1.0
+    role: Literal["stable", "canary"] = "stable"
+    inference_service: ObjectName | None = None
 
 
 # ------------------------------------------------------------------- training result
@@ -721,3 +924,20 @@ EXIT_UNEXPECTED = 1
 EXIT_INVALID = 2
 EXIT_GATE_FAILED = 3
 TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class StartupFailure(Model):
+    """What `kubeloop-serve` writes to its termination message when it refuses to start.
+
+    The operator reads it from the predictor pod's status (``lastState.terminated.message``)
+    and shows it on the InferenceService (condition ``ModelLoaded``). ``reason`` is
+    CamelCase: the object store's (``BucketNotFound``, ``ObjectNotFound``,
+    ``StorageAccessDenied``, ``StorageUnreachable``, ``StorageError``), or
+    ``ArtifactIntegrityFailed``, ``LibraryVersionMismatch``, ``ArtifactRefused``,
+    ``StartupFailed``. ``message`` names the ModelVersion's field and the cause, never a
+    credential.
+    """
+
+    kind: Literal["StartupFailure"] = "StartupFailure"
+    reason: Annotated[str, Field(max_length=64, pattern=r"^[A-Z][A-Za-z0-9]*$")]
+    message: Annotated[str, Field(max_length=2048)] = ""

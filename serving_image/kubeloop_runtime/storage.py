@@ -21,9 +21,16 @@ may pass such a mapping instead of the process environment (the operator does, w
 Secret's values, to observe a dataset's version). Values are never logged: errors name the
 URI, the endpoint and the cause only.
 
+Size (~520 lines): one client for three providers (locations, credentials, streamed reads
+and writes, versions, errors), one section each, behind the small surface the trainer, the
+server and the operator use.
+
 Integrity: :func:`download` hashes while it streams to a temporary file beside the
 destination and renames it only when the digest is the expected one, so a changed object
 is refused and an artifact is never held in memory (chunks of :data:`CHUNK` bytes).
+
+Size (~440 lines): one seam kept whole; the store, the streaming download with its
+integrity check, uploads and URI parsing share one mapping of obstore's errors to ours.
 """
 
 from __future__ import annotations
@@ -65,12 +72,36 @@ _RETRY: dict[str, Any] = {
 Cause = Literal["NoSuchBucket", "NoSuchKey", "AccessDenied", "Unreachable", "InvalidURI", "Error"]
 
 
+# The CamelCase reason of each cause, for the conditions of whoever reports it (the
+# TrainingJob's Succeeded, the InferenceService's ModelLoaded).
+REASONS: dict[Cause, str] = {
+    "NoSuchBucket": "BucketNotFound",
+    "NoSuchKey": "ObjectNotFound",
+    "AccessDenied": "StorageAccessDenied",
+    "Unreachable": "StorageUnreachable",
+    "InvalidURI": "InvalidSpec",
+    "Error": "StorageError",
+}
+
+
 class StorageError(ArtifactError):
     """An object store refused or could not serve a request; ``cause`` says which way."""
 
     def __init__(self, message: str, cause: Cause) -> None:
         super().__init__(message)
         self.cause: Cause = cause
+
+    @property
+    def reason(self) -> str:
+        return REASONS[self.cause]
+
+    def for_field(self, field: str, credentials: str) -> str:
+        """The message naming the spec ``field`` the request served and, when access was
+        denied, the field the credentials come from."""
+        text = f"{field}: {self}"
+        if self.cause == "AccessDenied":
+            text += f" ({credentials} or the pod's identity)"
+        return text
 
 
 @dataclass(frozen=True)
@@ -206,8 +237,7 @@ def describe(e: BaseException, loc: Location, env: Mapping[str, str] | None = No
     ):
         code = next((c for c in _DENIED_CODES if c in text), "AccessDenied")
         return StorageError(
-            f"access to {loc.uri} denied ({code} at {where}): check the credentials"
-            " (spec.storage.secretName or the pod's identity)",
+            f"access to {loc.uri} denied ({code} at {where}): check the credentials",
             "AccessDenied",
         )
     if any(
@@ -332,6 +362,63 @@ def fingerprint(objects: list[ObjectInfo]) -> str:
     return digest.hexdigest()
 
 
+def make_bucket(uri: str, env: Mapping[str, str] | None = None) -> bool:
+    """Create the bucket of an ``s3://`` URI on an S3-compatible endpoint (path style):
+    True when it was made, False when it was there already.
+
+    obstore has no call for it, so this is one SigV4-signed ``PUT /<bucket>`` with the
+    standard variables (``AWS_ENDPOINT_URL`` is required: on AWS itself, use its tools).
+    """
+    import hmac  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    loc = parse(uri)
+    source = os.environ if env is None else env
+    endpoint = endpoint_of(source).rstrip("/")
+    if loc.scheme != "s3" or not endpoint:
+        raise StorageError(f"{uri}: making a bucket needs s3:// and AWS_ENDPOINT_URL", "InvalidURI")
+    access, secret = source.get("AWS_ACCESS_KEY_ID", ""), source.get("AWS_SECRET_ACCESS_KEY", "")
+    region = source.get("AWS_REGION") or source.get("AWS_DEFAULT_REGION") or "us-east-1"
+    parts = urlsplit(endpoint)
+    path = f"{parts.path}/{loc.bucket}"
+    now = dt.datetime.now(dt.UTC)
+    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    empty = hashlib.sha256(b"").hexdigest()
+    headers = {"host": parts.netloc, "x-amz-content-sha256": empty, "x-amz-date": stamp}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(
+        ["PUT", path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed, empty]
+    )
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    key = f"AWS4{secret}".encode()
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    auth = (
+        f"AWS4-HMAC-SHA256 Credential={access}/{scope}, SignedHeaders={signed},"
+        f" Signature={signature}"
+    )
+    request = urllib.request.Request(
+        f"{parts.scheme}://{parts.netloc}{path}",
+        method="PUT",
+        headers={**headers, "Authorization": auth},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20):
+            return True
+    except urllib.error.HTTPError as e:
+        body = e.read().decode(errors="replace")
+        if "BucketAlreadyOwnedByYou" in body or "BucketAlreadyExists" in body:
+            return False
+        raise describe(RuntimeError(f"{e.code} {body}"), loc, source) from e
+    except OSError as e:
+        raise describe(RuntimeError(f"error sending request: {e}"), loc, source) from e
+
+
 # ------------------------------------------------------------------------------ the store
 
 
@@ -397,7 +484,7 @@ class ObjectStore:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m kubeloop_runtime.storage put|get|ls``: the same client, by hand.
+    """``python -m kubeloop_runtime.storage put|get|ls|mb``: the same client, by hand.
 
     It reads the standard environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...), as
     the pods do; handy to upload a dataset where no other S3 client is installed.
@@ -415,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     get.add_argument("local", type=Path)
     ls = sub.add_parser("ls", help="list the objects under a prefix")
     ls.add_argument("uri")
+    mb = sub.add_parser("mb", help="make an s3:// bucket (S3-compatible endpoints)")
+    mb.add_argument("uri")
     args = p.parse_args(argv)
     try:
         if args.command == "put":
@@ -423,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "get":
             sha, size = download(args.uri, args.local)
             print(f"{args.local} {size} {sha}")
+        elif args.command == "mb":
+            made = make_bucket(args.uri)
+            print(f"{parse(args.uri).root} {'made' if made else 'already there'}")
         else:
             for o in list_prefix(args.uri if args.uri.endswith("/") else args.uri + "/"):
                 print(f"{o.uri} {o.size} {o.etag}")

@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kubeloop_runtime import drift
 from kubeloop_runtime.drift import (
     DriftMonitor,
     FeatureDrift,
@@ -44,6 +43,7 @@ from kubeloop_runtime.drift import (
     build_reference,
     psi,
 )
+from kubeloop_runtime.drift import stats as drift_stats
 
 EVIDENTLY_VERSION = "0.7.23"
 REQUIREMENTS = (f"evidently=={EVIDENTLY_VERSION}", "pandas<3")
@@ -284,7 +284,7 @@ def test_agreement_check_catches_a_different_epsilon(
 ) -> None:
     """The comparison is sharp: a PSI with another empty-bin epsilon disagrees."""
     case, theirs = cases["far"]
-    monkeypatch.setattr(drift, "PSI_EPSILON", 1e-3)
+    monkeypatch.setattr(drift_stats, "PSI_EPSILON", 1e-3)  # where psi() reads it
     rng = np.random.default_rng(1)
     reference = make_frame(rng, 1500)
     current = make_frame(rng, 600, **SCENARIOS["far"][0])

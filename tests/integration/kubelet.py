@@ -8,7 +8,10 @@ harness does what a kubelet would, with the real programs:
   termination message are written into the pod status, as the kubelet reports them;
 - a **predictor pod** (label ``app.kubernetes.io/component=predictor``) runs the real
   ``kubeloop-serve`` on the pod's IP (kwok hands out 127.1.0.0/16, a loopback range) and
-  port 8080, so the operator and the tests reach it at the pod IP as in a cluster.
+  port 8080, so the operator and the tests reach it at the pod IP as in a cluster. A server
+  that exits is reported as a kubelet reports a crash loop (not ready, ``waiting:
+  CrashLoopBackOff``, its termination message in ``lastState``) and restarted after a
+  short back-off; once a restarted server answers ready, the pod is ready again.
 
 Volumes are mapped to local directories: the artifact PVC to ``artifact_root``, a ConfigMap
 volume to files written from the ConfigMap's data, a PVC volume to ``pvc_root/<claim>``.
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +54,10 @@ class ServerProcess:
     ip: str
     proc: subprocess.Popen[bytes]
     log: Path
+    body: dict[str, Any] = field(default_factory=dict, repr=False)
+    restarts: int = 0
+    restart_at: float | None = None  # when a crashed server starts again
+    recovering: bool = False  # restarted after a crash, not yet reported ready
 
     @property
     def url(self) -> str:
@@ -137,10 +145,11 @@ class ProcessKubelet:
                     self._forget(obj["metadata"]["name"])
                 else:
                     yield obj
-        # After each window, reap servers whose pods are gone.
+        # After each window, reap servers whose pods are gone, and look after the others.
         names = {p.metadata.name for p in self.core.list_namespaced_pod(self.namespace).items}
         for gone in set(self.servers) - names:
             self._forget(gone)
+        self._supervise()
 
     def _handle(self, pod: dict[str, Any]) -> None:
         meta, status = pod["metadata"], pod.get("status") or {}
@@ -309,6 +318,81 @@ class ProcessKubelet:
 
     # ------------------------------------------------------------------ predictor pods
 
+    BACKOFF_SECONDS = 2.0  # a kubelet's crash-loop back-off, compressed
+
+    def _supervise(self) -> None:
+        """Report exited servers as crash-looping containers and restart them; report a
+        restarted server ready once it answers."""
+        with self._lock:
+            servers = list(self.servers.values())
+        for s in servers:
+            if s.restart_at is None and s.proc.poll() is not None:
+                s.restarts += 1
+                s.restart_at = time.monotonic() + self.BACKOFF_SECONDS
+                self._report_crash(s)
+            elif s.restart_at is not None and time.monotonic() >= s.restart_at:
+                fresh = self._start_server(s.body)
+                s.proc, s.restart_at, s.recovering = fresh.proc, None, True
+            elif s.recovering and s.proc.poll() is None and _answers_ready(s.url):
+                s.recovering = False
+                self._report_running(s)
+
+    def _container_status(self, s: ServerProcess, state: dict[str, Any]) -> dict[str, Any]:
+        container = s.body["spec"]["containers"][0]
+        return {
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": "",
+            "restartCount": s.restarts,
+            **state,
+        }
+
+    def _report_crash(self, s: ServerProcess) -> None:
+        term = s.log.with_name("termination-log")
+        message = term.read_text() if term.is_file() else ""
+        if not message:  # terminationMessagePolicy FallbackToLogsOnError
+            message = "\n".join(s.log.read_text(errors="replace").splitlines()[-20:])
+        status = self._container_status(
+            s,
+            {
+                "ready": False,
+                "started": False,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {
+                    "terminated": {
+                        "exitCode": s.proc.returncode,
+                        "reason": "Error",
+                        "message": message[: api.TERMINATION_MESSAGE_LIMIT],
+                        "finishedAt": _now(),
+                    }
+                },
+            },
+        )
+        self._patch_readiness(s.pod, False, status)
+
+    def _report_running(self, s: ServerProcess) -> None:
+        status = self._container_status(
+            s, {"ready": True, "started": True, "state": {"running": {"startedAt": _now()}}}
+        )
+        self._patch_readiness(s.pod, True, status)
+
+    def _patch_readiness(self, pod: str, ready: bool, container: dict[str, Any]) -> None:
+        stamp = _now()
+        value = "True" if ready else "False"
+        conditions = [
+            {"type": t, "status": value, "lastTransitionTime": stamp}
+            for t in ("Ready", "ContainersReady")
+        ]
+        try:
+            self.core.patch_namespaced_pod_status(
+                pod,
+                self.namespace,
+                {"status": {"conditions": conditions, "containerStatuses": [container]}},
+            )
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+
     def _start_server(self, pod: dict[str, Any]) -> ServerProcess:
         meta = pod["metadata"]
         container = pod["spec"]["containers"][0]
@@ -325,14 +409,16 @@ class ProcessKubelet:
             "KUBELOOP_OBJECT_CACHE": str(workdir / "objects"),
         }
         log = workdir / "serve.log"
+        term = workdir / "termination-log"
+        term.write_text("")
         proc = subprocess.Popen(
-            [exe, *cmd[1:], "--host", ip, "--port", "8080"],
+            [exe, *cmd[1:], "--host", ip, "--port", "8080", "--termination-log", str(term)],
             env=run_env,
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        return ServerProcess(pod=meta["name"], ip=ip, proc=proc, log=log)
+        return ServerProcess(pod=meta["name"], ip=ip, proc=proc, log=log, body=pod)
 
     def _forget(self, name: str) -> None:
         with self._lock:
@@ -373,6 +459,14 @@ def _api_away(e: BaseException) -> bool:
     if isinstance(e, client.ApiException):
         return e.status in (0, 500, 502, 503, 504)
     return isinstance(e, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
+
+
+def _answers_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 def _mount_volume(container: dict[str, Any], mount_path: str) -> str | None:

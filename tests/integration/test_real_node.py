@@ -54,7 +54,9 @@ from tests.integration.test_loop import (
 from tests.integration.ui_harness import UIProcess, chromium
 
 REPO = Path(__file__).resolve().parents[2]
-INSTALL_NAMESPACES = ("kubeloop-system", "kubeloop-monitoring")
+INSTALL_NAMESPACES = ("kubeloop-system", "kubeloop-monitoring", "kubeloop-objectstore")
+# The object store's claim (manifests/components/objectstore, in the local overlay).
+OBJECTSTORE = ("kubeloop-objectstore", "objectstore-data")
 LOOP_NAMESPACE = "kubeloop-real-loop"
 TIMEOUT = 240
 
@@ -155,9 +157,9 @@ def delete_kubeloop_objects(kube: Kube, core: client.CoreV1Api, ns: str) -> None
     )
 
 
-def fresh_volume(core: client.CoreV1Api, ns: str) -> None:
-    """The artifact PVC of ``ns`` on a new, empty directory of the real node."""
-    claim = "kubeloop-artifacts"
+def fresh_volume(core: client.CoreV1Api, ns: str, claim: str = "kubeloop-artifacts") -> None:
+    """The PVC ``claim`` of ``ns`` (the artifact PVC) on a new, empty directory of the
+    real node."""
     pv = f"kubeloop-local-{ns}-{claim}"
     try:
         core.delete_namespaced_persistent_volume_claim(claim, ns)
@@ -227,6 +229,7 @@ def installed(cluster: Cluster, api: client.ApiClient, kube: Kube) -> Iterator[N
         },
     )
     fresh_volume(core, "default")
+    fresh_volume(core, *OBJECTSTORE)  # an empty object store
     cluster.kubectl(
         "apply",
         "--server-side",
@@ -238,6 +241,7 @@ def installed(cluster: Cluster, api: client.ApiClient, kube: Kube) -> Iterator[N
     for ns, name in (
         ("kubeloop-system", "kubeloop-operator"),
         ("kubeloop-monitoring", "prometheus"),
+        ("kubeloop-objectstore", "objectstore"),
     ):
         cluster.kubectl(
             "-n", ns, "rollout", "status", f"deployment/{name}", "--timeout=240s", timeout=300
@@ -318,6 +322,21 @@ def user_env(cluster: Cluster) -> dict[str, str]:
     }
 
 
+def run_as_user(cmd: str, env: dict[str, str]) -> str:
+    """One README command, by a shell in the repository as a user would: its stdout."""
+    out = subprocess.run(
+        ["bash", "-c", cmd],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=330,
+        check=False,
+    )
+    assert out.returncode == 0, f"{cmd}\n{out.stderr}{out.stdout}"
+    return out.stdout
+
+
 def test_iris_walkthrough_as_written_on_real_pods(
     installed: None, cluster: Cluster, core: client.CoreV1Api, kube: Kube
 ) -> None:
@@ -350,18 +369,9 @@ def test_iris_walkthrough_as_written_on_real_pods(
                 continue
             if "<id from the prediction>" in cmd:
                 cmd = cmd.replace("<id from the prediction>", answers[0]["id"])
-            out = subprocess.run(
-                ["bash", "-c", cmd],
-                cwd=REPO,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=330,
-                check=False,
-            )
-            assert out.returncode == 0, f"{cmd}\n{out.stderr}{out.stdout}"
+            stdout = run_as_user(cmd, env)
             if cmd.startswith("curl"):
-                answers.append(json.loads(out.stdout))
+                answers.append(json.loads(stdout))
     finally:
         if forward is not None:
             forward.terminate()

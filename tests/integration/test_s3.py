@@ -9,7 +9,11 @@ namespaces: everything a pod reads or writes goes through the S3 server.
 - the closed loop on new data: a file lands under the dataset prefix, the operator sees the
   new version, retrains, gates, canaries and promotes; the lineage names the version;
 - a missing bucket, a missing object and wrong credentials each end in a TrainingJob
-  condition naming the field and the cause, with no secret value anywhere.
+  condition naming the field and the cause, with no secret value anywhere;
+- the predictor's side of it: a model object gone, wrong credentials and a changed object
+  each end in the InferenceService's ModelLoaded and Ready conditions (reason and message
+  naming the field and the cause) and a Warning event, which clear once the cause is fixed
+  and the restarted server loads the model.
 """
 
 from __future__ import annotations
@@ -292,10 +296,136 @@ def test_failures_name_the_field_and_the_cause(
         assert kube.get(api.API_VERSION, "ModelVersion", namespace, f"{name}-v1") is None
 
 
+# ----------------------------------------------------------------------- the predictor
+
+
+def object_file(server: S3Server, uri: str) -> Path:
+    """Where versitygw's posix backend keeps ``uri`` (a bucket is a directory)."""
+    loc = storage.parse(uri)
+    return server.root / "data" / loc.bucket / loc.key
+
+
+def warnings_about(kube: Kube, ns: str, name: str) -> list[tuple[str, str]]:
+    events = client.CoreV1Api(kube.api_client).list_namespaced_event(
+        ns, field_selector=f"involvedObject.name={name},type=Warning"
+    )
+    return [(e.reason, e.message) for e in events.items]
+
+
+def test_predictor_refusals_show_on_the_inferenceservice_and_clear(
+    secret: str,
+    kube: Kube,
+    s3_server: S3Server,
+    namespace: str,
+    bucket: str,
+    kubelet: Any,
+    s3_operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    w = World(kube, namespace, kubelet, s3_operator)
+    upload_csv(load_iris(as_frame=True).frame, f"{bucket}/data/iris.csv", s3_server, tmp_path)
+    dataset = {"uri": f"{bucket}/data/iris.csv", "target": "target"}
+    kube.create(
+        trainingjob(
+            namespace, "iris", dataset=dataset, artifact={"uri": f"{bucket}/models", "onnx": False}
+        )
+    )
+    mv = w.wait(lambda: w._ready_mv("iris-v1"), "iris-v1 to be registered and Ready", TIMEOUT)
+    model_uri = mv["spec"]["artifact"]["uri"]
+    stored = object_file(s3_server, model_uri)
+    saved = tmp_path / "model.skops"
+    saved.write_bytes(stored.read_bytes())
+    core = client.CoreV1Api(kube.api_client)
+
+    def refused(reason: str) -> dict[str, Any] | None:
+        c = w.condition("ModelLoaded")
+        return c if (c.get("status"), c.get("reason")) == ("False", reason) else None
+
+    def loaded() -> bool:
+        return bool(
+            w.condition("ModelLoaded").get("status") == "True"
+            and is_true(w.isvc(), "Ready")
+            and w.pod_ips("stable", "iris-v1")
+        )
+
+    def restart_predictor() -> None:
+        for p in core.list_namespaced_pod(
+            namespace, label_selector=f"{api.LABEL_ROLE}=stable"
+        ).items:
+            core.delete_namespaced_pod(p.metadata.name, namespace, grace_period_seconds=0)
+
+    # 1. The model object is gone before the first pod starts.
+    stored.unlink()
+    kube.create(
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "InferenceService",
+            "metadata": {"name": ISVC, "namespace": namespace},
+            "spec": {"model": {"modelVersion": "iris-v1"}, "replicas": 1},
+        }
+    )
+    c = w.wait(lambda: refused("ObjectNotFound"), "ModelLoaded=False ObjectNotFound")
+    for word in ("spec.artifact.uri", f"object {model_uri} does not exist", s3_server.endpoint):
+        assert word in c["message"], c["message"]
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False", "ObjectNotFound", c["message"]
+    )  # fmt: skip
+    w.wait(
+        lambda: any(r == "ObjectNotFound" for r, _ in warnings_about(kube, namespace, ISVC)),
+        "a Warning event ObjectNotFound",
+    )
+    stored.write_bytes(saved.read_bytes())  # it is back: the restarted server loads it
+    w.wait(loaded, "ModelLoaded and Ready to clear once the object is back")
+    assert w.condition("ModelLoaded")["reason"] == "Loaded"
+
+    # 2. Wrong credentials in the Secret the ModelVersion names.
+    good = core.read_namespaced_secret(SECRET, namespace).data
+    wrong = base64.b64encode(b"not-the-secret-key").decode()
+    core.patch_namespaced_secret(SECRET, namespace, {"data": {"AWS_SECRET_ACCESS_KEY": wrong}})
+    restart_predictor()
+    c = w.wait(lambda: refused("StorageAccessDenied"), "ModelLoaded=False StorageAccessDenied")
+    for word in (
+        "spec.artifact.uri",
+        "denied",
+        "SignatureDoesNotMatch",
+        "spec.artifact.storage.secretName",
+    ):
+        assert word in c["message"], c["message"]
+    w.wait(
+        lambda: any(r == "StorageAccessDenied" for r, _ in warnings_about(kube, namespace, ISVC)),
+        "a Warning event StorageAccessDenied",
+    )
+    core.patch_namespaced_secret(SECRET, namespace, {"data": good})
+    w.wait(loaded, "ModelLoaded and Ready to clear once the credentials are right")
+
+    # 3. The object changed after training: the recorded sha256 refuses it.
+    stored.write_bytes(b"PK not the model that was trained")
+    restart_predictor()
+    c = w.wait(
+        lambda: refused("ArtifactIntegrityFailed"), "ModelLoaded=False ArtifactIntegrityFailed"
+    )
+    assert (
+        "spec.artifact.sha256" in c["message"] and mv["spec"]["artifact"]["sha256"] in c["message"]
+    )
+    w.wait(
+        lambda: any(
+            r == "ArtifactIntegrityFailed" for r, _ in warnings_about(kube, namespace, ISVC)
+        ),
+        "a Warning event ArtifactIntegrityFailed",
+    )
+    stored.write_bytes(saved.read_bytes())
+    w.wait(loaded, "ModelLoaded and Ready to clear once the object is the recorded one")
+    # No secret value anywhere the operator writes.
+    everything = json.dumps([w.isvc(), warnings_about(kube, namespace, ISVC)])
+    assert "not-the-secret-key" not in everything and s3server.SECRET_KEY not in everything
+
+
 # ----------------------------------------------------------------------- examples/s3
 
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "s3"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "s3"
 
 
 def _expand(command: str, env: dict[str, str]) -> str:
@@ -334,23 +464,30 @@ def test_s3_example_readme(
     s3_operator: OperatorProcess,
 ) -> None:
     """examples/s3/README.md as written, against the test's server (its address and keys
-    replace the exported ones); the operator's `set env` is the s3_operator's settings."""
-    s3_server.make_bucket("kubeloop-example")
+    replace the exported ones, which are the object store component's); the component's
+    operator settings are the s3_operator's, its Secret s3-creds is made here."""
+    s3_server.make_bucket("unrelated")  # `mb` makes kubeloop-example through the S3 API
+    make_secret(kube, namespace, "s3-creds", s3server.ACCESS_KEY, s3server.SECRET_KEY)
+    dev = dict(
+        line.split("=", 1)
+        for line in (REPO / "manifests/components/objectstore/dev-credentials.env")
+        .read_text()
+        .split()
+    )
     commands = readme_commands(EXAMPLE / "README.md")
     env = dict(os.environ)
-    ran = {"kubectl": 0, "python3": 0, "set env": 0}
+    ran = {"kubectl": 0, "python3": 0}
     for command in commands:
         if command.startswith("export "):
-            names = [w.split("=", 1)[0] for w in shlex.split(command)[1:]]
-            assert set(names) == {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-            env.update({n: s3_server.env[n] for n in names}, AWS_ALLOW_HTTP="true")
+            pairs = dict(w.split("=", 1) for w in shlex.split(command)[1:])
+            assert set(pairs) == {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+            assert {k: pairs[k] for k in dev} == dev, "the README exports the component's keys"
+            assert pairs["AWS_ENDPOINT_URL"] == "http://localhost:7070"  # kind-config.yaml
+            env.update({n: s3_server.env[n] for n in pairs}, AWS_ALLOW_HTTP="true")
             continue
         argv = shlex.split(_expand(command, env))
         argv = [a.replace("examples/s3/", f"{EXAMPLE}/") for a in argv]
-        if argv[:4] == ["kubectl", "-n", "kubeloop-system", "set"]:
-            assert f"KUBELOOP_S3_ENDPOINT={s3_server.endpoint}" in argv
-            ran["set env"] += 1
-        elif argv[0] == "kubectl":
+        if argv[0] == "kubectl":
             cluster.kubectl("-n", namespace, *argv[1:], timeout=330)
             ran["kubectl"] += 1
         elif argv[0] == "python3":
@@ -358,7 +495,7 @@ def test_s3_example_readme(
             ran["python3"] += 1
         else:
             raise AssertionError(f"examples/s3/README.md: unexpected command {command!r}")
-    assert ran == {"kubectl": 10, "python3": 2, "set env": 1}, ran
+    assert ran == {"kubectl": 9, "python3": 3}, ran
 
     mv2 = kube.get(api.API_VERSION, "ModelVersion", namespace, "iris-s3-v2")
     assert mv2 is not None

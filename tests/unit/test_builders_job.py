@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from kubeloop.builders.job import (
 )
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
+from kubeloop_runtime.train.data import load_dataset
 
 SETTINGS = Settings(runtime_image="example/runtime:1", image_pull_policy="Never")
 
@@ -137,7 +139,6 @@ def test_configmap_dataset_is_mounted_read_only() -> None:
     s = spec(dataset={"configMap": {"name": "data", "key": "iris.csv"}, "target": "species"})
     job = build(s)
     m = mounts(job)[DATA_CONFIGMAP_DIR]
-    assert f"{api.DATA_MOUNT_PATH}/configmap" == DATA_CONFIGMAP_DIR
     assert m["readOnly"] is True
     assert volumes(job)[m["name"]]["configMap"] == {
         "name": "data",
@@ -156,6 +157,35 @@ def test_pvc_dataset_is_mounted_read_only() -> None:
         "readOnly": True,
     }
     assert DATA_CONFIGMAP_DIR not in mounts(job)
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        {"configMap": {"name": "data", "key": "iris.csv"}, "target": "y"},
+        {"pvc": {"claimName": "lake", "path": "x/y.csv"}, "target": "y"},
+    ],
+)
+def test_the_trainer_reads_the_file_where_the_job_mounts_it(
+    tmp_path: Path, dataset: dict[str, Any]
+) -> None:
+    """The Job's mounts and KUBELOOP_DATA_ROOT, laid out under tmp_path as the kubelet
+    would, are where kubeloop-train's loader looks."""
+    s = spec(dataset=dataset)
+    job = build(s)
+    (mount,) = [m for p, m in mounts(job).items() if p.startswith(api.DATA_MOUNT_PATH)]
+    source = volumes(job)[mount["name"]]
+    if "configMap" in source:
+        files = [item["path"] for item in source["configMap"]["items"]]
+    else:
+        files = [dataset["pvc"]["path"]]
+    for f in files:
+        path = tmp_path / mount["mountPath"].lstrip("/") / f
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("a,y\n1,0\n2,1\n")
+    root = tmp_path / env(job)["KUBELOOP_DATA_ROOT"].lstrip("/")
+    loaded = load_dataset(s.dataset, root)
+    assert loaded.frame["a"].tolist() == [1, 2]
 
 
 def test_builtin_dataset_mounts_no_data() -> None:

@@ -23,7 +23,7 @@ FILES = {
     "InferenceService": "inferenceservices.kubeloop.io.yaml",
 }
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
-# The only places a value is untyped: mixed scalars (see test_crd_schema_agreement).
+# The only places a value is untyped: mixed scalars (the Untyped marker, kubeloop_runtime.crd).
 PRESERVED = {
     "spec.estimator.hyperparameters{}",
     "spec.retraining.template.estimator.hyperparameters{}",

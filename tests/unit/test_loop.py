@@ -7,18 +7,19 @@ from typing import Any
 
 import pytest
 
+from kubeloop.builders import predictor, retrain
 from kubeloop.conditions import MESSAGE_MAX, get_condition
+from kubeloop.reconcile import analysis, canary, loop, loop_state, triggers
 from kubeloop.reconcile import inferenceservice as isvc_rec
-from kubeloop.reconcile import loop
-from kubeloop_runtime import api
+from kubeloop_runtime import api, rfc3339
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
 CREATED = NOW - dt.timedelta(days=1)
-OWNER = loop.Owner(name="iris", namespace="ml", uid="uid-isvc")
+OWNER = predictor.Owner(name="iris", namespace="ml", uid="uid-isvc")
 
 
 def ts(t: dt.datetime) -> str:
-    return loop.format_time(t)
+    return rfc3339.format_time(t)
 
 
 def isvc_spec(**retraining: Any) -> api.InferenceServiceSpec:
@@ -80,20 +81,20 @@ def observe(
     *,
     status: dict[str, Any] | None = None,
     runs: list[dict[str, Any]] | None = None,
-    signals: loop.Signals | None = None,
+    signals: loop_state.Signals | None = None,
     annotation: str | None = None,
     versions: list[dict[str, Any]] | None = None,
     serving: str | None = "iris-v1",
-    canary: loop.CanaryStats | None = None,
+    canary: loop_state.CanaryStats | None = None,
     rollback: str | None = None,
-) -> loop.Observed:
-    return loop.Observed(
+) -> loop_state.Observed:
+    return loop_state.Observed(
         owner=OWNER,
         created=CREATED,
         spec=spec or isvc_spec(),
         status=status or {},
         annotation=annotation,
-        runs=[loop.retrain_from("iris", r) for r in runs or []],
+        runs=[loop_state.retrain_from("iris", r) for r in runs or []],
         model_versions=versions if versions is not None else [mv("iris-v1", 1, ["production"])],
         serving=serving,
         model="iris",
@@ -104,11 +105,13 @@ def observe(
     )
 
 
-DRIFT = loop.Signals(pods=3, drift=True, drift_share=0.75, drifted_features=("petal length (cm)",))
-QUIET = loop.Signals(pods=3, drift=False, drift_share=0.0)
+DRIFT = loop_state.Signals(
+    pods=3, drift=True, drift_share=0.75, drifted_features=("petal length (cm)",)
+)
+QUIET = loop_state.Signals(pods=3, drift=False, drift_share=0.0)
 
 
-def cond(p: loop.Plan, type_: str) -> Any:
+def cond(p: loop_state.LoopPlan, type_: str) -> Any:
     for c in p.conditions:
         if c.type == type_:
             return c
@@ -154,7 +157,7 @@ def test_no_drift_no_retrain_and_a_watching_condition() -> None:
 
 
 def test_drift_unknown_without_enough_data_does_not_fire() -> None:
-    assert loop.plan(observe(signals=loop.Signals(pods=3, drift=None)), NOW).create is None
+    assert loop.plan(observe(signals=loop_state.Signals(pods=3, drift=None)), NOW).create is None
 
 
 def test_drift_trigger_off() -> None:
@@ -165,7 +168,7 @@ def test_drift_trigger_off() -> None:
 @pytest.mark.parametrize(("accuracy", "fires"), [(0.7, True), (0.8, False), (0.95, False)])
 def test_accuracy_below(accuracy: float, fires: bool) -> None:
     spec = isvc_spec(triggers={"drift": False, "accuracyBelow": 0.8})
-    signals = loop.Signals(pods=2, accuracy=accuracy, accuracy_count=120)
+    signals = loop_state.Signals(pods=2, accuracy=accuracy, accuracy_count=120)
     p = loop.plan(observe(spec, signals=signals), NOW)
     assert (p.create is not None) is fires
     if fires:
@@ -176,13 +179,13 @@ def test_accuracy_below(accuracy: float, fires: bool) -> None:
 
 def test_accuracy_without_labels_does_not_fire() -> None:
     spec = isvc_spec(triggers={"drift": False, "accuracyBelow": 0.8})
-    assert loop.plan(observe(spec, signals=loop.Signals(pods=2)), NOW).create is None
+    assert loop.plan(observe(spec, signals=loop_state.Signals(pods=2)), NOW).create is None
 
 
 def test_error_above_for_regression() -> None:
     spec = isvc_spec(triggers={"drift": False, "errorAbove": 10.0})
     p = loop.plan(
-        observe(spec, signals=loop.Signals(pods=1, live_error=12.5, accuracy_count=50)), NOW
+        observe(spec, signals=loop_state.Signals(pods=1, live_error=12.5, accuracy_count=50)), NOW
     )
     assert p.create is not None and p.create["spec"]["trigger"]["signal"] == "error"
 
@@ -279,11 +282,11 @@ def test_decide_trigger_reports_why_it_is_blocked() -> None:
     r = isvc_spec().retraining
     assert r is not None
     runs = [
-        loop.retrain_from(
+        loop_state.retrain_from(
             "iris", tj("iris-retrain-1", at=NOW - dt.timedelta(minutes=1), succeeded="True")
         )
     ]
-    d = loop.decide_trigger(
+    d = triggers.decide_trigger(
         r, status={}, runs=runs, signals=DRIFT, annotation=None, created=CREATED,
         canary_in_flight=False, now=NOW,
     )  # fmt: skip
@@ -339,17 +342,17 @@ def test_accepted_challenger_starts_the_loop_canary() -> None:
         "trafficPercent": 25,
         "trainingJob": "iris-retrain-1",
     }
-    assert p.status["analysis"]["decision"] == loop.PENDING
-    assert cond(p, loop.COND_CANARY_ANALYSIS).status == "Unknown"
+    assert p.status["analysis"]["decision"] == canary.PENDING
+    assert cond(p, canary.COND_CANARY_ANALYSIS).status == "Unknown"
     assert cond(p, loop.COND_RETRAINING).reason == loop.CHALLENGER_ACCEPTED
     assert "CanaryStarted" in [e.reason for e in p.events]
     # No retraining while the canary is being analysed, even with drift and no cooldown.
     assert p.create is None
     # The InferenceService controller sees it through desired_canary.
-    canary = isvc_rec.desired_canary(isvc_spec(), p.status)
-    assert canary is not None
-    assert (canary.model_version, canary.traffic_percent) == ("iris-v2", 25)
-    assert canary.analysis is not None and canary.analysis.window_seconds == 60
+    desired = isvc_rec.desired_canary(isvc_spec(), p.status)
+    assert desired is not None
+    assert (desired.model_version, desired.traffic_percent) == ("iris-v2", 25)
+    assert desired.analysis is not None and desired.analysis.window_seconds == 60
 
 
 def test_manual_canary_wins_over_the_loop() -> None:
@@ -360,8 +363,8 @@ def test_manual_canary_wins_over_the_loop() -> None:
     assert isvc_rec.desired_canary(spec, status).model_version == "iris-v7"  # type: ignore[union-attr]
     p = loop.plan(observe(spec, status=status), NOW)
     assert p.status["loopCanary"] is None
-    assert p.status["analysis"]["decision"] == loop.SUPERSEDED
-    assert cond(p, loop.COND_CANARY_ANALYSIS).reason == loop.MANUAL_OVERRIDE
+    assert p.status["analysis"]["decision"] == canary.SUPERSEDED
+    assert cond(p, canary.COND_CANARY_ANALYSIS).reason == canary.MANUAL_OVERRIDE
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -380,63 +383,66 @@ A = api.AnalysisSpec(
     ("stats", "elapsed", "decision", "reason"),
     [
         (
-            loop.CanaryStats(pods=1, requests=100, errors=0, p99_latency=0.01, accuracy=0.9),
+            loop_state.CanaryStats(pods=1, requests=100, errors=0, p99_latency=0.01, accuracy=0.9),
             30,
             "Pending",
             "",
         ),
-        (loop.CanaryStats(pods=1, requests=5, errors=0, p99_latency=0.01), 90, "Pending", ""),
+        (loop_state.CanaryStats(pods=1, requests=5, errors=0, p99_latency=0.01), 90, "Pending", ""),
         (
-            loop.CanaryStats(pods=1, requests=100, errors=1, p99_latency=0.01, accuracy=0.9),
+            loop_state.CanaryStats(pods=1, requests=100, errors=1, p99_latency=0.01, accuracy=0.9),
             90,
             "Promote",
             "",
         ),
         (
-            loop.CanaryStats(pods=1, requests=100, errors=0, p99_latency=0.01),
+            loop_state.CanaryStats(pods=1, requests=100, errors=0, p99_latency=0.01),
             90,
             "Promote",
             "",
         ),  # no labels
         (
-            loop.CanaryStats(pods=1, requests=100, errors=6, p99_latency=0.01),
+            loop_state.CanaryStats(pods=1, requests=100, errors=6, p99_latency=0.01),
             90,
             "Rollback",
             "error_rate",
         ),
         (
-            loop.CanaryStats(pods=1, requests=100, errors=0, p99_latency=0.7),
+            loop_state.CanaryStats(pods=1, requests=100, errors=0, p99_latency=0.7),
             90,
             "Rollback",
             "latency",
         ),
         (
-            loop.CanaryStats(
+            loop_state.CanaryStats(
                 pods=1, requests=100, errors=0, p99_latency=0.01, accuracy=0.5, accuracy_count=40
             ),
             90,
             "Rollback",
             "accuracy",
         ),
-        (loop.CanaryStats(pods=0), 90, "Pending", ""),
+        (loop_state.CanaryStats(pods=0), 90, "Pending", ""),
     ],
 )
-def test_analyse(stats: loop.CanaryStats, elapsed: int, decision: str, reason: str) -> None:
-    v = loop.analyse(A, stats, NOW - dt.timedelta(seconds=elapsed), NOW)
+def test_analyse(stats: loop_state.CanaryStats, elapsed: int, decision: str, reason: str) -> None:
+    v = analysis.analyse(A, stats, NOW - dt.timedelta(seconds=elapsed), NOW)
     assert (v.decision, v.reason) == (decision, reason)
 
 
 def test_analyse_messages_carry_the_numbers() -> None:
-    v = loop.analyse(
-        A, loop.CanaryStats(pods=1, requests=100, errors=6), NOW - dt.timedelta(seconds=61), NOW
+    v = analysis.analyse(
+        A,
+        loop_state.CanaryStats(pods=1, requests=100, errors=6),
+        NOW - dt.timedelta(seconds=61),
+        NOW,
     )
     assert "0.06" in v.message and "0.05" in v.message and "6 of 100" in v.message
     assert v.metrics["errorRate"] == pytest.approx(0.06)
-    assert loop.analyse(A, None, None, NOW).decision == "Pending"
+    assert analysis.analyse(A, None, None, NOW).decision == "Pending"
 
 
 def canary_status(
-    decision: str = loop.PENDING, started: dt.datetime | None = None
+    decision: str = canary.PENDING, started: dt.datetime | None = None
 ) -> dict[str, Any]:
     st: dict[str, Any] = {
         "loopCanary": {
@@ -456,21 +462,21 @@ def canary_status(
 
 RUN_OK = tj("iris-retrain-1", succeeded="True", reason="Trained", mv="iris-v2")
 V12 = [mv("iris-v1", 1, ["production"]), mv("iris-v2", 2)]
-HEALTHY = loop.CanaryStats(pods=1, requests=40, errors=0, p99_latency=0.002)
+HEALTHY = loop_state.CanaryStats(pods=1, requests=40, errors=0, p99_latency=0.002)
 
 
 def test_canary_clock_starts_when_ready() -> None:
     p = loop.plan(observe(status=canary_status(), runs=[RUN_OK], versions=V12, canary=HEALTHY), NOW)
     assert p.status["canaryStartTime"] == ts(NOW)
-    assert p.status["analysis"]["decision"] == loop.PENDING
+    assert p.status["analysis"]["decision"] == canary.PENDING
 
 
 def test_canary_passes_and_the_alias_moves_then_the_canary_is_dropped() -> None:
     st = canary_status(started=NOW - dt.timedelta(seconds=61))
     p = loop.plan(observe(status=st, runs=[RUN_OK], versions=V12, canary=HEALTHY), NOW)
     assert p.alias_move == ("iris-v2", "production")
-    assert p.status["analysis"]["decision"] == loop.PROMOTE
-    assert cond(p, loop.COND_CANARY_ANALYSIS).reason == loop.PROMOTING
+    assert p.status["analysis"]["decision"] == canary.PROMOTE
+    assert cond(p, canary.COND_CANARY_ANALYSIS).reason == canary.PROMOTING
     assert "loopCanary" not in p.status  # kept until the alias is confirmed
     # Next tick, alias requested but not confirmed yet: nothing new to ask.
     st2 = {**st, "analysis": p.status["analysis"]}
@@ -484,8 +490,8 @@ def test_canary_passes_and_the_alias_moves_then_the_canary_is_dropped() -> None:
     moved = [mv("iris-v1", 1), mv("iris-v2", 2, ["production"])]
     p3 = loop.plan(observe(status=st2, runs=[RUN_OK], versions=moved, serving="iris-v2"), NOW)
     assert p3.status["loopCanary"] is None
-    c = cond(p3, loop.COND_CANARY_ANALYSIS)
-    assert (c.status, c.reason) == ("True", loop.PROMOTED)
+    c = cond(p3, canary.COND_CANARY_ANALYSIS)
+    assert (c.status, c.reason) == ("True", canary.PROMOTED)
     assert "Promoted" in [e.reason for e in p3.events]
     # And the loop does not start a canary for v2 again.
     st3 = {**st2, "loopCanary": None, "canaryVersion": None}
@@ -495,14 +501,14 @@ def test_canary_passes_and_the_alias_moves_then_the_canary_is_dropped() -> None:
 
 def test_canary_fails_and_is_rolled_back() -> None:
     st = canary_status(started=NOW - dt.timedelta(seconds=61))
-    bad = loop.CanaryStats(pods=1, requests=40, errors=0, p99_latency=2.0)
+    bad = loop_state.CanaryStats(pods=1, requests=40, errors=0, p99_latency=2.0)
     spec = isvc_spec(analysis={"windowSeconds": 60, "minRequests": 10, "maxP99LatencySeconds": 0.5})
     p = loop.plan(observe(spec, status=st, runs=[RUN_OK], versions=V12, canary=bad), NOW)
     assert p.status["loopCanary"] is None
-    assert p.status["analysis"]["decision"] == loop.ROLLBACK
+    assert p.status["analysis"]["decision"] == canary.ROLLBACK
     assert p.alias_move is None
-    c = cond(p, loop.COND_CANARY_ANALYSIS)
-    assert (c.status, c.reason) == ("False", loop.ROLLED_BACK)
+    c = cond(p, canary.COND_CANARY_ANALYSIS)
+    assert (c.status, c.reason) == ("False", canary.ROLLED_BACK)
     assert "p99 latency 2s > maxP99LatencySeconds 0.5" in c.message
     # Rolled back: not restarted for the same version.
     st2 = {**st, "loopCanary": None, "analysis": p.status["analysis"]}
@@ -517,7 +523,7 @@ def test_pinned_service_passing_canary_requires_promotion() -> None:
     st = canary_status(started=NOW - dt.timedelta(seconds=61))
     p = loop.plan(observe(spec, status=st, runs=[RUN_OK], versions=V12, canary=HEALTHY), NOW)
     assert p.alias_move is None and p.spec_patch is None
-    assert cond(p, loop.COND_CANARY_ANALYSIS).reason == loop.PROMOTION_REQUIRED
+    assert cond(p, canary.COND_CANARY_ANALYSIS).reason == canary.PROMOTION_REQUIRED
     assert "loopCanary" not in p.status  # the canary keeps running until a person decides
 
 
@@ -533,19 +539,19 @@ def test_manual_canary_with_analysis_rolls_back_through_the_spec() -> None:
         }
     )
     st = {**canary_status(started=NOW - dt.timedelta(seconds=11)), "loopCanary": None}
-    bad = loop.CanaryStats(pods=1, requests=10, errors=1)
+    bad = loop_state.CanaryStats(pods=1, requests=10, errors=1)
     p = loop.plan(observe(spec, status=st, versions=V12, canary=bad), NOW)
     assert p.spec_patch == {"spec": {"canary": None}}
 
 
 def test_retrain_names() -> None:
-    assert loop.retrain_name("iris", 3) == "iris-retrain-3"
-    assert loop.retrain_index("iris", "iris-retrain-12") == 12
-    assert loop.retrain_index("iris", "other-retrain-12") == 0
+    assert retrain.retrain_name("iris", 3) == "iris-retrain-3"
+    assert retrain.retrain_index("iris", "iris-retrain-12") == 12
+    assert retrain.retrain_index("iris", "other-retrain-12") == 0
     long = "x" * 60
-    name = loop.retrain_name(long, 9999)
+    name = retrain.retrain_name(long, 9999)
     assert len(name) + len("-train") <= 63
-    assert loop.retrain_index(long, name) == 9999
+    assert retrain.retrain_index(long, name) == 9999
 
 
 def test_condition_observed_generation_round_trip() -> None:
@@ -581,25 +587,25 @@ def test_a_rollback_request_rolls_back_exactly_the_running_loop_canary() -> None
         observe(status=st, runs=[RUN_OK], versions=V12, canary=HEALTHY, rollback="iris-v2"), NOW
     )
     assert p.status["loopCanary"] is None
-    assert p.status["analysis"]["decision"] == loop.ROLLBACK
+    assert p.status["analysis"]["decision"] == canary.ROLLBACK
     assert p.status["analysis"]["source"] == "manual"
     assert p.status["analysis"]["modelVersion"] == "iris-v2"
     assert p.alias_move is None and p.spec_patch is None
-    c = cond(p, loop.COND_CANARY_ANALYSIS)
-    assert (c.status, c.reason) == ("False", loop.ROLLED_BACK)
+    c = cond(p, canary.COND_CANARY_ANALYSIS)
+    assert (c.status, c.reason) == ("False", canary.ROLLED_BACK)
     assert "kubeloop.io/rollback=iris-v2" in c.message
-    assert [e.reason for e in p.events] == [loop.ROLLED_BACK]
+    assert [e.reason for e in p.events] == [canary.ROLLED_BACK]
     # A request naming another version (a stale one) changes nothing.
     other = loop.plan(
         observe(status=st, runs=[RUN_OK], versions=V12, canary=HEALTHY, rollback="iris-v9"), NOW
     )
     assert "loopCanary" not in other.status
-    assert (other.status.get("analysis") or {}).get("decision") != loop.ROLLBACK
+    assert (other.status.get("analysis") or {}).get("decision") != canary.ROLLBACK
 
 
 def test_an_analysis_rollback_says_its_source() -> None:
     st = canary_status(started=NOW - dt.timedelta(seconds=61))
-    bad = loop.CanaryStats(pods=1, requests=40, errors=0, p99_latency=2.0)
+    bad = loop_state.CanaryStats(pods=1, requests=40, errors=0, p99_latency=2.0)
     spec = isvc_spec(analysis={"windowSeconds": 60, "minRequests": 10, "maxP99LatencySeconds": 0.5})
     p = loop.plan(observe(spec, status=st, runs=[RUN_OK], versions=V12, canary=bad), NOW)
     assert p.status["analysis"]["source"] == "analysis"

@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 from kubeloop import datasets
-from kubeloop.reconcile import loop
+from kubeloop.reconcile import loop, loop_state, triggers
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 from tests.unit.test_loop import NOW, QUIET, cond, isvc_spec, observe, tj
@@ -26,7 +26,7 @@ def data_spec(**triggers: Any) -> api.InferenceServiceSpec:
     )
 
 
-def with_version(obs: loop.Observed, version: str | None) -> loop.Observed:
+def with_version(obs: loop_state.Observed, version: str | None) -> loop_state.Observed:
     return dataclasses.replace(obs, dataset_version=version)
 
 
@@ -93,7 +93,7 @@ def test_any_run_moves_the_baseline() -> None:
 def test_a_dataset_without_a_version_is_reported() -> None:
     spec = isvc_spec(triggers={"dataChanged": True})  # builtin iris
     assert spec.retraining is not None
-    message = loop.validate_retraining(spec.retraining)
+    message = triggers.validate_retraining(spec.retraining)
     assert message is not None and "spec.retraining.triggers.dataChanged" in message
 
 

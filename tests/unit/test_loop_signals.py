@@ -11,18 +11,37 @@ from kubeloop import signals
 from kubeloop_runtime import api
 
 
-def doc(drift: bool, share: float, enough: bool = True, fb: object = None) -> dict[str, object]:
-    return {
-        "version": "1",
-        "drift": {
-            "enabled": True,
-            "enough_data": enough,
-            "dataset_drift": drift,
-            "share_drifted": share,
-            "drifted_features": ["a"] if drift else [],
-        },
-        "feedback": fb,
-    }
+def doc(
+    drift: bool, share: float, enough: bool = True, fb: api.FeedbackStats | None = None
+) -> api.MonitoringDocument:
+    """A pod's document in the contract's shape (tests/unit/test_monitoring_contract.py
+    checks that shape against the real server)."""
+    return api.MonitoringDocument(
+        model="iris",
+        name="iris",
+        version="1",
+        model_version="iris-v1",
+        role="stable",
+        runtime="onnx",
+        drift=api.DriftSummary(
+            enabled=True,
+            enough_data=enough,
+            dataset_drift=drift,
+            share_drifted=share,
+            drifted_features=["a"] if drift else [],
+            window_count=100,
+            window_size=100,
+        ),
+        feedback=fb,
+    )
+
+
+def labelled(
+    count: int, accuracy: float | None = None, rmse: float | None = None
+) -> api.FeedbackStats:
+    return api.FeedbackStats(
+        accuracy=accuracy, errors=api.FeedbackErrors(rmse=rmse), window_count=count
+    )
 
 
 def test_drift_if_any_pod_says_so() -> None:
@@ -38,23 +57,25 @@ def test_pods_without_enough_data_do_not_decide() -> None:
 
 
 def test_accuracy_is_weighted_by_labelled_count() -> None:
-    a = doc(False, 0.0, fb={"count": 30, "accuracy": 1.0})
-    b = doc(
-        False,
-        0.0,
-        fb={"accuracy": 0.6, "errors": {}, "window_count": 10, "counts": {"correct": 99}},
-    )
+    a = doc(False, 0.0, fb=labelled(30, accuracy=1.0))
+    b = doc(False, 0.0, fb=labelled(10, accuracy=0.5))
     s = signals.aggregate_monitoring([a, b])
-    assert s.accuracy == pytest.approx((30 * 1.0 + 10 * 0.6) / 40)
+    assert s.accuracy == (30 * 1.0 + 10 * 0.5) / 40
     assert s.accuracy_count == 40
-    assert signals.aggregate_monitoring([doc(False, 0.0, fb={"count": 0})]).accuracy is None
+    empty = signals.aggregate_monitoring([doc(False, 0.0, fb=labelled(0, accuracy=None))])
+    assert empty.accuracy is None and empty.accuracy_count == 0
 
 
 def test_live_error_is_pooled_rmse() -> None:
-    a = doc(False, 0.0, fb={"rolling": {"count": 10, "rmse": 1.0}})
-    b = doc(False, 0.0, fb={"rolling": {"count": 30, "rmse": 3.0}})
+    a = doc(False, 0.0, fb=labelled(10, rmse=1.0))
+    b = doc(False, 0.0, fb=labelled(30, rmse=3.0))
     s = signals.aggregate_monitoring([a, b])
     assert s.live_error == pytest.approx(((10 * 1 + 30 * 9) / 40) ** 0.5)
+
+
+def test_documents_that_are_not_monitoring_are_skipped() -> None:
+    assert signals.parse_monitoring(b"<html>") is None
+    assert signals.parse_monitoring(b'{"drift": {"enabled": true}}') is None  # no model, role
 
 
 def page(codes: dict[str, int], latencies: list[float]) -> str:
@@ -84,7 +105,7 @@ def test_canary_stats_sum_pods_and_p99() -> None:
     b = signals.parse_metrics(page({"200": 40, "503": 10}, [0.0005] * 100))
     s = signals.canary_stats([a, b], [])
     assert (s.pods, s.requests, s.errors) == (2, 100, 10)
-    assert s.error_rate == pytest.approx(0.1)
+    assert s.error_rate == 0.1  # 10 of 100: exact
     assert s.p99_latency is not None and s.p99_latency <= 0.001
 
 

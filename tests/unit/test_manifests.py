@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kubeloop.settings import environment_variables
 from tests.manifest_tools import ROOT, kustomize, pod_specs, restricted_violations
 
 KUSTOMIZATIONS = (
@@ -19,6 +20,8 @@ KUSTOMIZATIONS = (
     "manifests/monitoring/prometheus-operator",
     "manifests/workspace",
     "manifests/overlays/kind",
+    "manifests/overlays/kind-objectstore",
+    "manifests/overlays/local",
 )
 RBAC_SOURCES = (
     "manifests/base/rbac/operator-role.yaml",
@@ -195,8 +198,7 @@ def test_user_roles_aggregate_into_the_builtin_roles() -> None:
 
 
 def _settings_env_names() -> set[str]:
-    src = (ROOT / "operator" / "kubeloop" / "settings.py").read_text()
-    return set(re.findall(r'"(KUBELOOP_[A-Z_]+)"', src))
+    return set(environment_variables())
 
 
 def test_operator_deployment() -> None:
@@ -308,7 +310,8 @@ def test_kind_node_ports_match_kind_config() -> None:
     cfg = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
     (node,) = cfg["nodes"]
     mapped = {m["containerPort"]: m["hostPort"] for m in node["extraPortMappings"]}
-    objs = kustomize("manifests/overlays/kind")
+    # The kind overlay with the object store (make kind-up OBJECTSTORE=1) uses every one.
+    objs = kustomize("manifests/overlays/kind-objectstore")
     node_ports = {
         o["metadata"]["name"]: p["nodePort"]
         for o in objs
@@ -316,9 +319,10 @@ def test_kind_node_ports_match_kind_config() -> None:
         for p in o["spec"]["ports"]
         if "nodePort" in p
     }
-    assert node_ports == {"prometheus": 30090, "grafana": 30030}
+    assert node_ports == {"prometheus": 30090, "grafana": 30030, "objectstore": 30070}
     assert mapped[node_ports["prometheus"]] == 9090
     assert mapped[node_ports["grafana"]] == 3000
+    assert mapped[node_ports["objectstore"]] == 7070
     assert set(mapped) == set(node_ports.values()), "a mapped port no Service uses"
 
 

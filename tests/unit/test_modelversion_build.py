@@ -186,7 +186,7 @@ def test_files_to_check_includes_companions() -> None:
 def test_status_and_phase() -> None:
     s = model_version_spec(trainingjob="r", spec=tj_spec(), result=result(), version=1, image="i")
     art = rec.artifact_condition(None)
-    st = rec.desired_status(
+    st = rec.desired_modelversion_status(
         old=None, generation=2, conditions=[art, rec.ready_condition(s, art)], now=NOW
     )
     assert st["phase"] == "Ready"

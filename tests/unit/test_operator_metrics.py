@@ -9,6 +9,7 @@ import pytest
 from kubeloop import metrics as m
 from kubeloop.handlers import objects
 from kubeloop.reconcile import trainingjob as rec
+from kubeloop_runtime import api
 
 
 def _value(metrics: m.OperatorMetrics, name: str, labels: dict[str, str]) -> float | None:
@@ -56,7 +57,10 @@ def _run(outcome: str) -> dict[str, str]:
     [
         ({"type": "Succeeded", "status": "True", "reason": "Registered"}, "succeeded"),
         ({"type": "Succeeded", "status": "False", "reason": "JobFailed"}, "failed"),
-        ({"type": "Succeeded", "status": "False", "reason": rec.REASON_GATE_FAILED}, "gate_failed"),
+        (
+            {"type": "Succeeded", "status": "False", "reason": api.REASON_QUALITY_GATE_FAILED},
+            "gate_failed",
+        ),
     ],
 )
 def test_outcomes_are_the_ones_initialised(condition: dict[str, str], outcome: str) -> None:

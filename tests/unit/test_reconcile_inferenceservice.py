@@ -297,6 +297,7 @@ def status(
         canary_resolution=r.resolve_canary(canary, mvs) if canary else None,
         stable_dep=obs.get("stable_dep"),
         canary_dep=obs.get("canary_dep"),
+        pods=obs.get("pods", ()),
         now=NOW,
     )
 
@@ -422,3 +423,126 @@ def test_transitions() -> None:
     assert r.canary_transition(old, {"canaryVersion": None}, v1) == "rolledBack"
     assert r.canary_transition(old, {"canaryVersion": "iris-v2"}, v1) is None
     assert r.canary_transition({}, {"canaryVersion": None}, v1) is None
+
+
+# ----------------------------------------------------------------------------- model loading
+
+REFUSAL = api.StartupFailure(
+    reason="ObjectNotFound",
+    message="ModelVersion iris v1: spec.artifact.uri: object s3://b/m.skops does not exist",
+)
+
+
+def pod(
+    name: str,
+    *,
+    version: int = 1,
+    role: str = "stable",
+    ready: bool = False,
+    message: str | None = None,
+    exit_code: int = 2,
+    last: bool = True,
+) -> dict[str, Any]:
+    """A predictor pod as the kubelet reports it: crash-looping (its refusal in
+    ``lastState``) or, with ``last=False``, terminated now."""
+    term = {"exitCode": exit_code, "reason": "Error", "message": message or ""}
+    cs: dict[str, Any] = {"name": "predictor", "ready": ready, "restartCount": 3}
+    if last:
+        cs["state"] = {"waiting": {"reason": "CrashLoopBackOff"}}
+        cs["lastState"] = {"terminated": term}
+    else:
+        cs["state"] = {"terminated": term}
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {api.LABEL_ROLE: role, api.LABEL_MODELVERSION: f"iris-v{version}"},
+        },
+        "status": {"containerStatuses": [cs]},
+    }
+
+
+def test_a_pods_refusal_is_read_from_its_termination_message() -> None:
+    f = r.pod_load_failure(pod("p-1", message=REFUSAL.model_dump_json()))
+    assert f == r.LoadFailure("p-1", "ObjectNotFound", REFUSAL.message)
+    assert f.text == f"Pod p-1: {REFUSAL.message}"
+    now = r.pod_load_failure(pod("p-1", message=REFUSAL.model_dump_json(), last=False))
+    assert now is not None and now.reason == "ObjectNotFound"
+    # Another exit (an OOM kill, a log tail as message) is told by its code.
+    other = r.pod_load_failure(pod("p-2", message="Traceback ...", exit_code=137))
+    assert other == r.LoadFailure(
+        "p-2", r.PREDICTOR_FAILED, "the predictor container exited with code 137 (Error)"
+    )
+    # Recovered: ready now, the last termination is history.
+    assert r.pod_load_failure(pod("p-3", ready=True, message=REFUSAL.model_dump_json())) is None
+    assert r.pod_load_failure(pod("p-4", message="", exit_code=0)) is None
+    going = pod("p-5", message=REFUSAL.model_dump_json())
+    going["metadata"]["deletionTimestamp"] = NOW
+    assert r.pod_load_failure(going) is None
+
+
+def test_load_failure_looks_at_the_pods_of_the_role_and_version() -> None:
+    refused = REFUSAL.model_dump_json()
+    pods = [
+        pod("b", message=refused),
+        pod("a", message=refused),
+        pod("old", version=0, message=refused),
+        pod("can", role="canary", version=2, message=refused),
+    ]
+    assert r.load_failure(pods, "stable", "iris-v1") == r.LoadFailure(
+        "a", "ObjectNotFound", REFUSAL.message
+    )
+    assert r.load_failure(pods, "stable", "iris-v2") is None
+    assert r.load_failure(pods, "canary", "iris-v2") is not None
+    assert r.load_failure(pods, "stable", None) is None
+
+
+def test_status_model_loaded_and_ready_name_the_refusal_and_clear_on_recovery() -> None:
+    refused = REFUSAL.model_dump_json()
+    st = status(
+        spec(), [mv(1)], stable_dep=stable_dep(1, ready=False), pods=[pod("p", message=refused)]
+    )
+    c = get_condition(st["conditions"], "ModelLoaded")
+    assert c is not None and (c["status"], c["reason"]) == ("False", "ObjectNotFound")
+    assert "spec.artifact.uri" in c["message"] and "does not exist" in c["message"]
+    assert c["message"].startswith("Pod p: ")
+    assert cond(st, "Ready") == ("False", "ObjectNotFound")
+    assert get_condition(st["conditions"], "Ready")["message"] == c["message"]
+    # The pod loads it after all (the object is back): the conditions clear.
+    healed = status(
+        spec(),
+        [mv(1)],
+        old=st,
+        stable_dep=stable_dep(1),
+        pods=[pod("p", ready=True, message=refused)],
+    )
+    assert cond(healed, "ModelLoaded") == ("True", r.LOADED)
+    assert cond(healed, "Ready") == ("True", "Ready")
+    # Before any pod has loaded or refused: Unknown, and Ready says the rollout progresses.
+    fresh = status(spec(), [mv(1)], stable_dep=stable_dep(1, ready=False))
+    assert cond(fresh, "ModelLoaded") == ("Unknown", r.LOADING)
+    assert cond(fresh, "Ready") == ("False", "Progressing")
+    assert cond(status(spec(), []), "ModelLoaded") == ("Unknown", r.LOADING)
+
+
+def test_status_canary_refusal_shows_on_canary_ready() -> None:
+    s = spec(replicas=3, canary={"modelVersion": "iris-v2", "trafficPercent": 25})
+    st = status(
+        s,
+        [mv(1), mv(2)],
+        stable_dep=stable_dep(1, replicas=3),
+        canary_dep=canary_dep(2, replicas=1, ready=False),
+        pods=[pod("c", role="canary", version=2, message=REFUSAL.model_dump_json())],
+    )
+    assert cond(st, "CanaryReady") == ("False", "ObjectNotFound")
+    assert cond(st, "ModelLoaded") == ("True", r.LOADED)  # the stable pods are fine
+    assert cond(st, "Ready") == ("True", "Ready")
+
+
+def test_pod_signal_changes_only_with_readiness_or_a_refusal() -> None:
+    refused = pod("p", message=REFUSAL.model_dump_json())
+    relabelled = copy.deepcopy(refused)
+    relabelled["metadata"]["resourceVersion"] = "2"
+    relabelled["status"]["containerStatuses"][0]["restartCount"] = 4
+    assert r.pod_signal(refused) == r.pod_signal(relabelled)
+    assert r.pod_signal(refused) != r.pod_signal(pod("p", ready=True))
+    assert r.pod_signal(None) == ()

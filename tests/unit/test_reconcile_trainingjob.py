@@ -130,7 +130,7 @@ def test_suspended() -> None:
     j["spec"]["suspend"] = True
     s = rec.observe(j, [])
     assert s.phase is rec.Phase.SUSPENDED
-    status = rec.desired_status(
+    status = rec.desired_trainingjob_status(
         old=None,
         generation=1,
         job_name="run-train",
@@ -292,7 +292,7 @@ def mv(gate_passed: bool = True) -> dict[str, Any]:
 
 
 def status_for(run: rec.RunState, registered: dict[str, Any] | None, **kw: Any) -> dict[str, Any]:
-    return rec.desired_status(
+    return rec.desired_trainingjob_status(
         old=kw.get("old"),
         generation=1,
         job_name="run-train",
@@ -381,7 +381,7 @@ def test_running_status_and_stable_transition_times() -> None:
     by_type = {c["type"]: c for c in first["conditions"]}
     assert by_type["Succeeded"]["status"] == "Unknown"
     assert first["phase"] == "Running"
-    again = rec.desired_status(
+    again = rec.desired_trainingjob_status(
         old=first,
         generation=1,
         job_name="run-train",

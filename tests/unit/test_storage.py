@@ -219,3 +219,90 @@ def test_dataset_parquet_object(s3_server: S3Server, tmp_path: Path) -> None:
     rc, result = train(tmp_path, iris_spec(f"{bucket}/iris.parquet"), str(tmp_path / "out"))
     assert rc == 0, result
     assert result["dataset"]["rows"] == len(pd.read_parquet(tmp_path / "iris.parquet"))
+
+
+# ----------------------------------------------------------------------- kubeloop-serve
+
+
+def test_serving_refusals_name_the_field_and_the_cause(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model server's refusals on s3: each StartupError carries the reason the
+    InferenceService shows, and kubeloop-serve writes it to its termination message."""
+    bucket = s3_server.make_bucket("refusals")
+    storage.upload(iris_csv(tmp_path / "iris.csv"), f"{bucket}/iris.csv")
+    rc, result = train(tmp_path, iris_spec(f"{bucket}/iris.csv"), f"{bucket}/runs/r1")
+    assert rc == 0, result
+    good = {
+        "model": "iris", "version": 1, "task": result["task"], "artifact": result["artifact"],
+        "framework": result["framework"], "signature": result["signature"],
+        "dataset": result["dataset"],
+    }  # fmt: skip
+
+    def refusal(artifact: dict[str, Any], **env: str) -> StartupError:
+        spec = api.ModelVersionSpec.model_validate({**good, "artifact": artifact})
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            m.setenv("KUBELOOP_OBJECT_CACHE", str(tmp_path / "serve-cache"))
+            with pytest.raises(StartupError) as e:
+                serve_model.load(spec, use_onnx=False)
+        return e.value
+
+    art = result["artifact"]
+    missing = refusal({**art, "uri": f"{bucket}/runs/r1/gone.skops"})
+    assert missing.reason == "ObjectNotFound"
+    assert "spec.artifact.uri: object" in str(missing) and "gone.skops does not exist" in str(
+        missing
+    )
+    denied = refusal(art, AWS_SECRET_ACCESS_KEY="not-the-key")
+    assert denied.reason == "StorageAccessDenied"
+    for word in ("spec.artifact.uri", "denied", "spec.artifact.storage.secretName"):
+        assert word in str(denied), str(denied)
+    assert "not-the-key" not in str(denied)
+    bucketless = refusal({**art, "uri": "s3://absent-bucket/m.skops"})
+    assert bucketless.reason == "BucketNotFound"
+    changed = refusal({**art, "sha256": "0" * 64})
+    assert changed.reason == "ArtifactIntegrityFailed"
+    assert "spec.artifact.sha256" in str(changed)
+
+    # kubeloop-serve itself: exit 2, the refusal as JSON in its termination message.
+    mv_file = tmp_path / "mv.yaml"
+    mv_file.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": "ModelVersion",
+                "metadata": {"name": "iris-v1"},
+                "spec": {**good, "artifact": {**art, "uri": f"{bucket}/runs/r1/gone.skops"}},
+            }
+        )
+    )
+    term = tmp_path / "serve-term"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "kubeloop_runtime.serve.cli", "--model-version", str(mv_file),
+            "--no-onnx", "--port", "0", "--termination-log", str(term),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "KUBELOOP_OBJECT_CACHE": str(tmp_path / "cli-cache")},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    failure = api.StartupFailure.model_validate_json(term.read_text())
+    assert failure.reason == "ObjectNotFound"
+    assert "spec.artifact.uri" in failure.message and "gone.skops" in failure.message
+
+
+def test_make_bucket(s3_server: S3Server, tmp_path: Path) -> None:
+    """`python -m kubeloop_runtime.storage mb` (SigV4 of our own): made once, then there."""
+    assert storage.make_bucket("s3://made-here") is True
+    assert storage.make_bucket("s3://made-here") is False
+    local = tmp_path / "x.txt"
+    local.write_text("x")
+    storage.upload(local, "s3://made-here/x.txt")
+    assert [o.uri for o in storage.list_prefix("s3://made-here/")] == ["s3://made-here/x.txt"]
+    with pytest.raises(storage.StorageError) as e:
+        storage.make_bucket(
+            "s3://denied-here", env={**s3_server.env, "AWS_SECRET_ACCESS_KEY": "no"}
+        )
+    assert e.value.cause == "AccessDenied"

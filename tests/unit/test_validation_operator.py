@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
+from kubeloop.builders import predictor, retrain
 from kubeloop.builders.job import build_job
 from kubeloop.conditions import get_condition
-from kubeloop.reconcile import loop
 from kubeloop.reconcile import trainingjob as rec
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
@@ -88,7 +87,7 @@ def _pod(exit_code: int, message: str) -> dict[str, Any]:
 
 
 def _status(run: rec.RunState) -> dict[str, Any]:
-    return rec.desired_status(
+    return rec.desired_trainingjob_status(
         old=None,
         generation=1,
         job_name="run-train",
@@ -143,19 +142,20 @@ def test_retraining_validates_against_the_version_serving_now() -> None:
             }
         }
     )
-    owner = loop.Owner(name="iris", namespace="ml", uid="u")
-    fired = loop.Fired(signal="drift", value="0.75", message="drift")
-    now = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
-    tj = loop.build_trainingjob(
-        owner, retraining, name="iris-retrain-1", model="iris", fired=fired,
-        champion="iris-v3", now=now,
+    owner = predictor.Owner(name="iris", namespace="ml", uid="u")
+    trigger = api.TriggerRef(
+        inference_service="iris", signal="drift", value="0.75", time="2024-05-01T00:00:00Z"
+    )
+    tj = retrain.build_trainingjob(
+        owner, retraining, name="iris-retrain-1", model="iris", trigger=trigger,
+        champion="iris-v3",
     )  # fmt: skip
     s = api.TrainingJobSpec.model_validate(tj["spec"])
     assert s.validation is not None and s.validation.policy == "warn"
     assert s.validation_reference == "iris-v3"
     # Nothing serves yet: nothing to validate against, the run is not refused for it.
-    first = loop.build_trainingjob(
-        owner, retraining, name="iris-retrain-1", model="iris", fired=fired,
-        champion=None, now=now,
+    first = retrain.build_trainingjob(
+        owner, retraining, name="iris-retrain-1", model="iris", trigger=trigger,
+        champion=None,
     )  # fmt: skip
     assert api.TrainingJobSpec.model_validate(first["spec"]).validation is None

@@ -176,9 +176,9 @@ def _version_env(env: str, name: str | None, mv: dict[str, Any] | None) -> list[
 def _champion_env(
     spec: api.TrainingJobSpec, champion: dict[str, Any] | None, reference: dict[str, Any] | None
 ) -> list[dict[str, str]]:
-    env = _version_env("KUBELOOP_CHAMPION", spec.champion, champion)
+    env = _version_env(api.ENV_CHAMPION, spec.champion, champion)
     if spec.validation_reference != spec.champion:
-        env += _version_env("KUBELOOP_VALIDATION_REFERENCE", spec.validation_reference, reference)
+        env += _version_env(api.ENV_VALIDATION_REFERENCE, spec.validation_reference, reference)
     return env
 
 
@@ -214,11 +214,11 @@ def build_job(
         "args": ["--output", output_uri(settings, namespace, tj_name, spec.artifact.uri)],
         "env": [
             {
-                "name": "KUBELOOP_TRAINING_SPEC",
+                "name": api.ENV_TRAINING_SPEC,
                 "value": json.dumps(spec.wire(), sort_keys=True, separators=(",", ":")),
             },
-            {"name": "KUBELOOP_ARTIFACT_ROOT", "value": api.ARTIFACT_MOUNT_PATH},
-            {"name": "KUBELOOP_DATA_ROOT", "value": api.DATA_MOUNT_PATH},
+            {"name": api.ENV_ARTIFACT_ROOT, "value": api.ARTIFACT_MOUNT_PATH},
+            {"name": api.ENV_DATA_ROOT, "value": api.DATA_MOUNT_PATH},
             *_champion_env(spec, champion, reference),
             *s3_env,
             # Writable scratch: the root filesystem is read-only.

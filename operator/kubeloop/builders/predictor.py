@@ -8,6 +8,9 @@ inputs twice gives byte-identical pod templates: restarting the operator never r
 Names are deterministic: ``<isvc>-predictor`` (stable Deployment, Service, HPA, PDB) and
 ``<isvc>-predictor-canary`` (canary Deployment). The Service selects every predictor pod of
 the InferenceService (stable and canary), so traffic splits by ready-replica ratio.
+
+Size (~450 lines): every child of an InferenceService, built from the same names, labels
+and pod template; the canary's replica arithmetic lives with the Deployments it sizes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ STABLE: Role = "stable"
 CANARY: Role = "canary"
 
 COMPONENT = "predictor"
-HTTP_PORT = 8080
+HTTP_PORT = api.HTTP_PORT
 SERVICE_PORT = 80
 RUN_AS_USER = 65532
 DEFAULT_REQUESTS: dict[str, str] = {"cpu": "100m", "memory": "256Mi"}
@@ -39,11 +42,6 @@ SCRAPE_ANNOTATIONS: dict[str, str] = {
     "prometheus.io/port": str(HTTP_PORT),
     "prometheus.io/path": "/metrics",
 }
-
-ENV_MODEL_VERSION = "KUBELOOP_MODEL_VERSION"
-ENV_SERVED_NAME = "KUBELOOP_SERVED_NAME"
-ENV_ARTIFACT_ROOT = "KUBELOOP_ARTIFACT_ROOT"
-ENV_SERVING = "KUBELOOP_SERVING"
 
 ARTIFACT_VOLUME = "artifacts"
 TMP_VOLUME = "tmp"
@@ -87,14 +85,16 @@ class Owner:
         meta = body["metadata"]
         return cls(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
-    def reference(self) -> dict[str, Any]:
+    def reference(self, *, controller: bool = True) -> dict[str, Any]:
+        """The owner reference; ``controller=False`` for children another controller
+        reconciles (the closed loop's TrainingJobs), which do not block the deletion."""
         return {
             "apiVersion": self.api_version,
             "kind": self.kind,
             "name": self.name,
             "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
+            "controller": controller,
+            "blockOwnerDeletion": controller,
         }
 
 
@@ -199,16 +199,16 @@ def model_version_env(served: ServedVersion) -> str:
 
 
 def serving_env(spec: api.InferenceServiceSpec, isvc: str, role: Role) -> str:
-    """``KUBELOOP_SERVING``: serving options, as kubeloop-serve reads them."""
-    return canonical_json(
-        {
-            "monitoring": spec.monitoring.wire(),
-            "maxBatchSize": spec.max_batch_size,
-            "maxBatchDelayMs": spec.max_batch_delay_ms,
-            "role": role,
-            "inferenceService": isvc,
-        }
+    """``KUBELOOP_SERVING``: the :class:`~kubeloop_runtime.api.ServingConfig` kubeloop-serve
+    reads."""
+    config = api.ServingConfig(
+        monitoring=spec.monitoring,
+        max_batch_size=spec.max_batch_size,
+        max_batch_delay_ms=spec.max_batch_delay_ms,
+        role=role,
+        inference_service=isvc,
     )
+    return canonical_json(config.wire())
 
 
 # ----------------------------------------------------------------------------- pods
@@ -262,10 +262,10 @@ def predictor_container(
     settings: Settings,
 ) -> dict[str, Any]:
     env = [
-        {"name": ENV_ARTIFACT_ROOT, "value": api.ARTIFACT_MOUNT_PATH},
-        {"name": ENV_MODEL_VERSION, "value": model_version_env(served)},
-        {"name": ENV_SERVED_NAME, "value": isvc},
-        {"name": ENV_SERVING, "value": serving_env(spec, isvc, role)},
+        {"name": api.ENV_ARTIFACT_ROOT, "value": api.ARTIFACT_MOUNT_PATH},
+        {"name": api.ENV_MODEL_VERSION, "value": model_version_env(served)},
+        {"name": api.ENV_SERVED_NAME, "value": isvc},
+        {"name": api.ENV_SERVING, "value": serving_env(spec, isvc, role)},
     ]
     env_from: list[dict[str, Any]] = []
     if on_object_store(served):

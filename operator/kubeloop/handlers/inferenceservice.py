@@ -24,16 +24,42 @@ from typing import Any
 
 import kopf
 
-from kubeloop import metrics as m
-from kubeloop.builders import predictor as b
+from kubeloop.builders.predictor import (
+    Owner,
+    canary_name,
+    predictor_name,
+)
 from kubeloop.client import CachedClient
+from kubeloop.conditions import get_condition
 from kubeloop.controller import Result
 from kubeloop.handlers import _events
-from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer
+from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer, state_of
 from kubeloop.handlers._instrument import reconciling
-from kubeloop.metrics import OperatorMetrics
-from kubeloop.reconcile import inferenceservice as r
-from kubeloop.registry import KeyedLocks
+from kubeloop.metrics import (
+    INFERENCESERVICE,
+    OperatorMetrics,
+)
+from kubeloop.reconcile.inferenceservice import (
+    COND_CANARY_READY,
+    COND_MODEL_LOADED,
+    COND_MODEL_RESOLVED,
+    INVALID_SPEC,
+    LOADED,
+    NOT_REFUSALS,
+    InvalidSpecError,
+    Resolution,
+    canary_transition,
+    compute_status,
+    condition_status,
+    deployment_version,
+    desired_canary,
+    invalid_status,
+    parse_spec,
+    plan_children,
+    resolve_canary,
+    resolve_stable,
+    served_version_changed,
+)
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 
@@ -41,7 +67,6 @@ KIND = "InferenceService"
 
 # Serialises every writer of one InferenceService in this process: this controller's
 # reconcile and the closed loop's tick (both write status.conditions).
-locks = KeyedLocks()
 
 RefKey = tuple[str, str, str]  # (namespace, "mv" | "model", value)
 
@@ -116,7 +141,8 @@ def reconcile(
 ) -> str | None:
     """Reconcile one InferenceService; returns the message when its spec is invalid."""
     metrics: OperatorMetrics = memo.metrics
-    with locks(namespace, name), reconciling(metrics if count else None, m.INFERENCESERVICE):
+    locks = state_of(memo).isvc_locks
+    with locks(namespace, name), reconciling(metrics if count else None, INFERENCESERVICE):
         return _reconcile(
             kube=memo.client,
             settings=memo.settings,
@@ -146,24 +172,24 @@ def _reconcile(
     old_status: dict[str, Any] = body.get("status") or {}
 
     try:
-        spec = r.parse_spec(body.get("spec"))
-    except r.InvalidSpecError as e:
-        status = r.invalid_status(old_status, generation, str(e))
+        spec = parse_spec(body.get("spec"))
+    except InvalidSpecError as e:
+        status = invalid_status(old_status, generation, str(e))
         if _write_status(kube, namespace, name, old_status, status):
-            _event(body, "Warning", reason=r.INVALID_SPEC, message=str(e))
+            _event(body, "Warning", reason=INVALID_SPEC, message=str(e))
         return str(e)
 
     metrics.saw_inferenceservice(namespace, name)  # its counters exist at 0 from now on
-    owner = b.Owner.from_body(body)
-    canary = r.desired_canary(spec, old_status)
+    owner = Owner.from_body(body)
+    canary = desired_canary(spec, old_status)
     mvs = relevant_versions(kube, namespace, spec, canary)
-    stable = r.resolve_stable(spec.model, mvs)
-    canary_res = r.resolve_canary(canary, mvs) if canary is not None else None
-    stable_dep = kube.get("apps/v1", "Deployment", namespace, b.predictor_name(name))
-    canary_dep = kube.get("apps/v1", "Deployment", namespace, b.canary_name(name))
-    before = r.deployment_version(stable_dep)
+    stable = resolve_stable(spec.model, mvs)
+    canary_res = resolve_canary(canary, mvs) if canary is not None else None
+    stable_dep = kube.get("apps/v1", "Deployment", namespace, predictor_name(name))
+    canary_dep = kube.get("apps/v1", "Deployment", namespace, canary_name(name))
+    before = deployment_version(stable_dep)
 
-    plan = r.plan_children(
+    plan = plan_children(
         spec,
         owner,
         settings,
@@ -177,7 +203,7 @@ def _reconcile(
         applied = kube.apply(obj)
         if obj["kind"] != "Deployment":
             continue
-        is_stable = obj["metadata"]["name"] == b.predictor_name(name)
+        is_stable = obj["metadata"]["name"] == predictor_name(name)
         if (stable_dep if is_stable else canary_dep) is None:
             logger.info("Created Deployment %s/%s", namespace, obj["metadata"]["name"])
         if is_stable:
@@ -187,10 +213,10 @@ def _reconcile(
     for ref in plan.delete:
         if kube.delete(ref.api_version, ref.kind, namespace, ref.name):
             logger.info("Deleted %s %s/%s", ref.kind, namespace, ref.name)
-        if ref.kind == "Deployment" and ref.name == b.canary_name(name):
+        if ref.kind == "Deployment" and ref.name == canary_name(name):
             canary_dep = None
 
-    status = r.compute_status(
+    status = compute_status(
         spec,
         owner,
         generation=generation,
@@ -200,6 +226,7 @@ def _reconcile(
         canary_resolution=canary_res,
         stable_dep=stable_dep,
         canary_dep=canary_dep,
+        pods=kube.list("v1", "Pod", namespace, labels={api.LABEL_INFERENCESERVICE: name}),
     )
     _write_status(kube, namespace, name, old_status, status)
     _observe_transitions(
@@ -257,13 +284,13 @@ def _observe_transitions(
     metrics: OperatorMetrics,
     old: Mapping[str, Any],
     new: Mapping[str, Any],
-    stable: r.Resolution,
+    stable: Resolution,
     before: str | None,
     logger: Logger,
 ) -> None:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    if r.served_version_changed(old, new):
+    if served_version_changed(old, new):
         metrics.rollouts_total.labels(ns, name).inc()
         msg = f"Rolling out ModelVersion {new['servingVersion']}" + (
             f" (was {before})" if before else ""
@@ -273,7 +300,7 @@ def _observe_transitions(
             # A change of version; the first rollout is told by the Ready condition alone
             # (one write fewer per new InferenceService).
             _event(body, "Normal", reason="RollingOut", message=msg)
-    transition = r.canary_transition(old, new, stable)
+    transition = canary_transition(old, new, stable)
     if transition == "promoted":
         metrics.promotions_total.labels(ns, name).inc()
         _event(body, "Normal", "Promoted", f"Canary {old['canaryVersion']} promoted")
@@ -283,9 +310,29 @@ def _observe_transitions(
         reason = "analysis" if by_analysis else "manual"
         metrics.rollbacks_total.labels(ns, name, reason).inc()
         _event(body, "Normal", "RolledBack", f"Canary {old['canaryVersion']} rolled back")
-    was = r.condition_status(old, r.COND_MODEL_RESOLVED)
+    was = condition_status(old, COND_MODEL_RESOLVED)
     if not stable.ok and was != "False":
         _event(body, "Warning", reason=stable.reason, message=stable.message)
+    for type_ in (COND_MODEL_LOADED, COND_CANARY_READY):
+        _loading_event(body, type_, old, new)
+
+
+def _loading_event(
+    body: Mapping[str, Any], type_: str, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    """A Warning when predictor pods refuse their model (a new cause, once), a Normal
+    event when they load it again."""
+    before = get_condition(old.get("conditions"), type_) or {}
+    after = get_condition(new.get("conditions"), type_) or {}
+    refused = after.get("status") == "False" and after.get("reason") not in NOT_REFUSALS
+    if refused and (before.get("status"), before.get("reason")) != ("False", after["reason"]):
+        _event(body, "Warning", reason=str(after["reason"]), message=str(after.get("message")))
+    elif (
+        type_ == COND_MODEL_LOADED
+        and after.get("status") == "True"
+        and before.get("status") == "False"
+    ):
+        _event(body, "Normal", reason=LOADED, message=str(after.get("message")))
 
 
 def _event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

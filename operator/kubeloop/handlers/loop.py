@@ -23,28 +23,32 @@ Deployment follows without waiting for that controller's resync.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from kubeloop import datasets
-from kubeloop import signals as sig
-from kubeloop.builders import predictor as b
+from kubeloop.builders.predictor import COMPONENT, Owner
 from kubeloop.client import CachedClient
 from kubeloop.conditions import set_conditions
 from kubeloop.controller import Result
 from kubeloop.handlers import _events, inferenceservice
-from kubeloop.handlers._common import object_logger
+from kubeloop.handlers._common import Logger, object_logger, state_of
 from kubeloop.metrics import OperatorMetrics
-from kubeloop.reconcile import inferenceservice as r
 from kubeloop.reconcile import loop
+from kubeloop.reconcile.inferenceservice import (
+    InvalidSpecError,
+    desired_canary,
+    parse_spec,
+    resolve_stable,
+)
+from kubeloop.reconcile.loop_state import CanaryStats, LoopPlan, Observed, Signals, retrain_from
 from kubeloop.settings import Settings
+from kubeloop.signals import read_canary, read_signals
 from kubeloop_runtime import api
+from kubeloop_runtime.rfc3339 import parse_time
 
 KIND = "InferenceService"
-Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 def wants_loop(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
@@ -74,7 +78,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | None:
+def tick(memo: Any, namespace: str, name: str, logger: Logger) -> LoopPlan | None:
     """Read, decide, act — once. Idempotent; safe to run from several triggers at once."""
     kube: CachedClient = memo.client
     settings: Settings = memo.settings
@@ -83,8 +87,8 @@ def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | No
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None
     try:
-        spec = r.parse_spec(body.get("spec"))
-    except r.InvalidSpecError:
+        spec = parse_spec(body.get("spec"))
+    except InvalidSpecError:
         return None  # the InferenceService controller reports it
     if not wants_loop(body.get("spec") or {}, body.get("status") or {}):
         return None
@@ -94,23 +98,23 @@ def tick(memo: Any, namespace: str, name: str, logger: Logger) -> loop.Plan | No
         "v1",
         "Pod",
         namespace,
-        labels={api.LABEL_INFERENCESERVICE: name, api.LABEL_COMPONENT: b.COMPONENT},
+        labels={api.LABEL_INFERENCESERVICE: name, api.LABEL_COMPONENT: COMPONENT},
     )
     signals = None
     dataset_version = None
     if spec.retraining is not None and spec.retraining.enabled:
-        signals = sig.read_signals(name, pods, settings.signal_timeout)
-        watch = memo.__dict__.setdefault("dataset_watch", datasets.DatasetWatch())
+        signals = read_signals(name, pods, settings.signal_timeout)
+        watch = state_of(memo).dataset_watch
         dataset_version = watch.version(kube, namespace, name, spec.retraining, settings)
     canary_stats = None
-    if r.desired_canary(spec, body.get("status")) is not None:
-        canary_stats = sig.read_canary(name, pods, settings.signal_timeout)
+    if desired_canary(spec, body.get("status")) is not None:
+        canary_stats = read_canary(name, pods, settings.signal_timeout)
 
-    with inferenceservice.locks(namespace, name):
+    with state_of(memo).isvc_locks(namespace, name):
         body = kube.get(api.API_VERSION, KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        spec = r.parse_spec(body.get("spec"))
+        spec = parse_spec(body.get("spec"))
         plan = _plan(kube, body, spec, signals, canary_stats, dataset_version=dataset_version)
         _act(kube, metrics, body, plan, logger)
 
@@ -127,26 +131,26 @@ def _plan(
     kube: CachedClient,
     body: dict[str, Any],
     spec: api.InferenceServiceSpec,
-    signals: loop.Signals | None,
-    canary_stats: loop.CanaryStats | None,
+    signals: Signals | None,
+    canary_stats: CanaryStats | None,
     *,
     dataset_version: str | None = None,
-) -> loop.Plan:
+) -> LoopPlan:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     status: dict[str, Any] = body.get("status") or {}
     runs = [
-        loop.retrain_from(name, tj)
+        retrain_from(name, tj)
         for tj in kube.list(
             api.API_VERSION, "TrainingJob", ns, labels={api.LABEL_INFERENCESERVICE: name}
         )
     ]
     mvs = kube.list(api.API_VERSION, "ModelVersion", ns)
-    stable = r.resolve_stable(spec.model, mvs)
+    stable = resolve_stable(spec.model, mvs)
     served = stable.served
-    obs = loop.Observed(
-        owner=loop.Owner(name=name, namespace=ns, uid=meta["uid"]),
-        created=loop.parse_time(meta.get("creationTimestamp")) or _now(),
+    obs = Observed(
+        owner=Owner.from_body(body),
+        created=parse_time(meta.get("creationTimestamp")) or _now(),
         spec=spec,
         status=status,
         annotation=(meta.get("annotations") or {}).get(api.ANNOTATION_RETRAIN),
@@ -167,7 +171,7 @@ def _act(
     kube: CachedClient,
     metrics: OperatorMetrics,
     body: dict[str, Any],
-    plan: loop.Plan,
+    plan: LoopPlan,
     logger: Logger,
 ) -> None:
     meta = body["metadata"]

@@ -12,7 +12,6 @@ confirming it in the new holder's ``status.aliases``. See docs/registry.md.
 from __future__ import annotations
 
 import contextlib
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,40 +26,47 @@ from kubeloop.client import CachedClient
 from kubeloop.conditions import MESSAGE_MAX, Condition, get_condition
 from kubeloop.controller import Result
 from kubeloop.handlers import _events
-from kubeloop.handlers._common import object_logger, release_legacy_finalizer
+from kubeloop.handlers._common import (
+    ControllerState,
+    object_logger,
+    release_legacy_finalizer,
+    state_of,
+)
 from kubeloop.metrics import OperatorMetrics
-from kubeloop.reconcile import modelversion as rec
+from kubeloop.reconcile.modelversion import (
+    COND_ARTIFACT_VERIFIED,
+    REASON_NOT_VERIFIABLE,
+    FileCheck,
+    aliases_condition,
+    already_verified,
+    artifact_condition,
+    desired_modelversion_status,
+    files_to_check,
+    is_ready,
+    ready_condition,
+)
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 from kubeloop_runtime.train.spec import format_validation_error
 
 KIND = "ModelVersion"
 
-_model_locks = registry.KeyedLocks()
-# Versions reconciled since this process started: the first look after a (re)start checks
-# the artifact again (files may have changed while no operator watched).
-_seen: set[tuple[str, str]] = set()
-_seen_lock = threading.Lock()
-# (namespace, name) -> label values of the kubeloop_model_version_info series we export.
-_info_series: dict[tuple[str, str], tuple[str, ...]] = {}
-_metric_series: dict[tuple[str, str], list[tuple[str, ...]]] = {}
-
 
 # ------------------------------------------------------------------------ verification
 
 
-def _check_files(artifact: api.ArtifactRef, root: str) -> list[rec.FileCheck]:
+def _check_files(artifact: api.ArtifactRef, root: str) -> list[FileCheck]:
     from kubeloop_runtime import artifacts  # noqa: PLC0415 (stdlib-only, lazily)
 
-    checks: list[rec.FileCheck] = []
-    for field, uri, expected in rec.files_to_check(artifact):
+    checks: list[FileCheck] = []
+    for field, uri, expected in files_to_check(artifact):
         try:
             path: Path = artifacts.resolve(uri, root)
         except artifacts.ArtifactError as e:
-            checks.append(rec.FileCheck(field, uri, expected, None, error=str(e)))
+            checks.append(FileCheck(field, uri, expected, None, error=str(e)))
             continue
         found = artifacts.sha256_file(path) if path.is_file() else None
-        checks.append(rec.FileCheck(field, uri, expected, found))
+        checks.append(FileCheck(field, uri, expected, found))
     return checks
 
 
@@ -75,20 +81,20 @@ def _artifact_condition(
     spec: api.ModelVersionSpec, status: dict[str, Any], settings: Settings, recheck: bool
 ) -> Condition:
     if not settings.artifact_root:
-        return rec.artifact_condition(None)
+        return artifact_condition(None)
     if is_object_uri(spec.artifact.uri):  # never downloaded by the operator
         return Condition(
-            rec.COND_ARTIFACT_VERIFIED,
+            COND_ARTIFACT_VERIFIED,
             "Unknown",
-            rec.REASON_NOT_VERIFIABLE,
+            REASON_NOT_VERIFIABLE,
             f"spec.artifact.uri is in an object store ({spec.artifact.uri.split('/', 3)[2]});"
             " the serving pod verifies the sha256 as it downloads",
         )
-    if not recheck and rec.already_verified(status):
-        previous = _previous(status, rec.COND_ARTIFACT_VERIFIED)
+    if not recheck and already_verified(status):
+        previous = _previous(status, COND_ARTIFACT_VERIFIED)
         if previous is not None:
             return previous
-    return rec.artifact_condition(_check_files(spec.artifact, settings.artifact_root))
+    return artifact_condition(_check_files(spec.artifact, settings.artifact_root))
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -96,6 +102,7 @@ def _artifact_condition(
 
 def _export(
     metrics: OperatorMetrics,
+    state: ControllerState,
     *,
     ns: str,
     name: str,
@@ -105,25 +112,25 @@ def _export(
 ) -> None:
     version = str(spec.version)
     series: list[tuple[str, ...]] = [(ns, spec.model, version, k) for k in sorted(spec.metrics)]
-    for old in _metric_series.get((ns, name), []):
+    for old in state.metric_series.get((ns, name), []):
         if old not in series:
             metrics.model_version_metric.remove(*old)
     for labels, key in zip(series, sorted(spec.metrics), strict=True):
         metrics.model_version_metric.labels(*labels).set(spec.metrics[key])
-    _metric_series[(ns, name)] = series
+    state.metric_series[(ns, name)] = series
     info = (ns, spec.model, version, ",".join(sorted(aliases)), "true" if ready else "false")
-    old_info = _info_series.get((ns, name))
+    old_info = state.info_series.get((ns, name))
     if old_info is not None and old_info != info:
         metrics.model_version_info.remove(*old_info)
     metrics.model_version_info.labels(*info).set(1)
-    _info_series[(ns, name)] = info
+    state.info_series[(ns, name)] = info
 
 
-def _unexport(metrics: OperatorMetrics, ns: str, name: str) -> None:
-    for old in _metric_series.pop((ns, name), []):
+def _unexport(metrics: OperatorMetrics, state: ControllerState, ns: str, name: str) -> None:
+    for old in state.metric_series.pop((ns, name), []):
         with contextlib.suppress(KeyError):
             metrics.model_version_metric.remove(*old)
-    info = _info_series.pop((ns, name), None)
+    info = state.info_series.pop((ns, name), None)
     if info is not None:
         with contextlib.suppress(KeyError):
             metrics.model_version_info.remove(*info)
@@ -132,17 +139,19 @@ def _unexport(metrics: OperatorMetrics, ns: str, name: str) -> None:
 # ----------------------------------------------------------------------------- aliases
 
 
-def move_aliases(kube: CachedClient, namespace: str, model: str, logger: Any) -> registry.AliasPlan:
+def move_aliases(
+    kube: CachedClient, namespace: str, model: str, logger: Any, *, locks: registry.KeyedLocks
+) -> registry.AliasPlan:
     """Apply the alias plan of one model: removals first, then confirmations.
 
     Serialised per (namespace, model) in this process. A spec write guarded by a
     resourceVersion that is stale (the user edited the object meanwhile) is a 409: the
     handler is retried and plans again from what is there then.
     """
-    with _model_locks(namespace, model):
+    with locks(namespace, model):
         versions = kube.list(api.API_VERSION, KIND, namespace, labels={api.LABEL_MODEL: model})
         versions = [v for v in versions if registry.model_of(v) == model]
-        plan = registry.plan_aliases(versions, rec.is_ready)
+        plan = registry.plan_aliases(versions, is_ready)
         for step in plan.steps:
             if step.spec_aliases is not None:
                 patch: dict[str, Any] = {"spec": {"aliases": step.spec_aliases}}
@@ -212,26 +221,27 @@ def _ensure_labels(kube: CachedClient, body: dict[str, Any], spec: api.ModelVers
 def reconcile_key(memo: Any, namespace: str, name: str) -> Result:
     """The controller's entry point: reconcile ModelVersion ``namespace/name`` from the cache."""
     kube: CachedClient = memo.client
+    state = state_of(memo)
     body = kube.get(api.API_VERSION, KIND, namespace, name)
     if body is None:
-        with _seen_lock:
-            _seen.discard((namespace, name))
+        with state.verified_lock:
+            state.verified.discard((namespace, name))
         return Result()
     body = release_legacy_finalizer(kube, body) or body
     if body["metadata"].get("deletionTimestamp"):
         return Result()
-    with _seen_lock:
-        recheck = (namespace, name) not in _seen
-        _seen.add((namespace, name))
+    with state.verified_lock:
+        recheck = (namespace, name) not in state.verified
+        state.verified.add((namespace, name))
     reconcile(dict(body), memo, object_logger(KIND, namespace, name), recheck=recheck)
     return Result()
 
 
-def forget(metrics: OperatorMetrics, namespace: str, name: str) -> None:
+def forget(metrics: OperatorMetrics, state: ControllerState, namespace: str, name: str) -> None:
     """A ModelVersion was deleted: drop its metrics (no finalizer: the registry never blocks)."""
-    _unexport(metrics, namespace, name)
-    with _seen_lock:
-        _seen.discard((namespace, name))
+    _unexport(metrics, state, namespace, name)
+    with state.verified_lock:
+        state.verified.discard((namespace, name))
 
 
 def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = False) -> None:
@@ -245,21 +255,21 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
         spec = api.ModelVersionSpec.model_validate(body.get("spec") or {})
     except ValidationError as e:
         invalid = format_validation_error(e)[:MESSAGE_MAX]
-        conds = [rec.ready_condition(None, rec.artifact_condition(None), invalid)]
-        status = rec.desired_status(old=old, generation=generation, conditions=conds)
+        conds = [ready_condition(None, artifact_condition(None), invalid)]
+        status = desired_modelversion_status(old=old, generation=generation, conditions=conds)
         if any(old.get(k) != v for k, v in status.items()):
             kube.patch_status(api.API_VERSION, KIND, ns, name, status)
         raise kopf.PermanentError(f"invalid ModelVersion spec: {invalid}") from e
 
     _ensure_labels(kube, body, spec)
     artifact = _artifact_condition(spec, old, settings, recheck)
-    ready = rec.ready_condition(spec, artifact)
+    ready = ready_condition(spec, artifact)
     # AliasesConfirmed as things stand now goes into the same write: a version whose
     # aliases the plan below leaves alone (most of them) costs one status write, not two.
-    aliases_now = rec.aliases_condition(
+    aliases_now = aliases_condition(
         registry.requested_aliases(body), registry.confirmed_aliases(body), ready.status == "True"
     )
-    status = rec.desired_status(
+    status = desired_modelversion_status(
         old=old, generation=generation, conditions=[artifact, ready, aliases_now]
     )
     was = _previous(old, api.COND_READY)
@@ -272,16 +282,16 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
             logger.warning("ModelVersion is not Ready (%s): %s", ready.reason, ready.message)
             _events.warn(body, reason=ready.reason, message=ready.message)
 
-    plan = move_aliases(kube, ns, spec.model, logger)
+    plan = move_aliases(kube, ns, spec.model, logger, locks=state_of(memo).model_locks)
     current = kube.get(api.API_VERSION, KIND, ns, name)
     if current is None:
         return
     confirmed = registry.confirmed_aliases(current)
-    aliases = rec.aliases_condition(
+    aliases = aliases_condition(
         registry.requested_aliases(current), confirmed, ready.status == "True"
     )
     cur_status = current.get("status") or {}
-    after = rec.desired_status(
+    after = desired_modelversion_status(
         old=cur_status, generation=current["metadata"].get("generation"), conditions=[aliases]
     )
     if any(cur_status.get(k) != v for k, v in after.items()):
@@ -289,4 +299,12 @@ def reconcile(body: dict[str, Any], memo: Any, logger: Any, *, recheck: bool = F
     for alias, names in plan.waiting.items():
         if name in names:
             logger.info("Alias %s waits for ModelVersion %s to be Ready", alias, name)
-    _export(metrics, ns=ns, name=name, spec=spec, ready=ready.status == "True", aliases=confirmed)
+    _export(
+        metrics,
+        state_of(memo),
+        ns=ns,
+        name=name,
+        spec=spec,
+        ready=ready.status == "True",
+        aliases=confirmed,
+    )

@@ -21,7 +21,6 @@ create a second version.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import kopf
@@ -38,19 +37,29 @@ from kubeloop.client import CachedClient
 from kubeloop.conditions import MESSAGE_MAX, Condition, set_conditions
 from kubeloop.controller import Result
 from kubeloop.handlers import _events
-from kubeloop.handlers._common import object_logger, release_legacy_finalizer
+from kubeloop.handlers._common import Logger, object_logger, release_legacy_finalizer, state_of
 from kubeloop.metrics import OperatorMetrics
-from kubeloop.reconcile import trainingjob as rec
+from kubeloop.reconcile.trainingjob import (
+    Action,
+    Phase,
+    RunState,
+    desired_trainingjob_status,
+    duration_seconds,
+    is_finished,
+    job_missing_state,
+    next_action,
+    observe,
+    outcome_label,
+    registration_of,
+    state_from_registration,
+    trainingjob_phase,
+)
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 from kubeloop_runtime.train.spec import format_validation_error
 
 KIND = "TrainingJob"
 MAX_ALLOCATION_ATTEMPTS = 20
-
-Logger = logging.Logger | logging.LoggerAdapter[Any]
-
-_locks = registry.KeyedLocks()
 
 
 # ------------------------------------------------------------------------ registration
@@ -141,7 +150,7 @@ def _invalid(kube: CachedClient, tj: dict[str, Any], error: ValidationError) -> 
     )
     status = {
         "conditions": conditions,
-        "phase": rec.phase_of(conditions),
+        "phase": trainingjob_phase(conditions),
         "reason": "InvalidSpec",
         "message": message,
         "observedGeneration": meta.get("generation"),
@@ -162,7 +171,7 @@ def reconcile_key(memo: Any, namespace: str, name: str) -> Result:
 
 def reconcile(namespace: str, name: str, memo: Any, logger: Logger) -> Result:
     """Reconcile TrainingJob ``namespace/name`` (serialised per object in this process)."""
-    with _locks(namespace, name):
+    with state_of(memo).trainingjob_locks(namespace, name):
         kube: CachedClient = memo.client
         tj = kube.get(api.API_VERSION, KIND, namespace, name)
         if tj is None:
@@ -171,7 +180,7 @@ def reconcile(namespace: str, name: str, memo: Any, logger: Logger) -> Result:
         if tj["metadata"].get("deletionTimestamp"):
             return Result()
         status = _reconcile(kube, memo.settings, memo.metrics, tj, logger)
-        if status is not None and not rec.is_finished(status):
+        if status is not None and not is_finished(status):
             return Result(requeue_after=memo.settings.poll_interval)
         return Result()
 
@@ -193,7 +202,7 @@ def _reconcile(
         _invalid(kube, tj, e)
         return None
     metrics.saw_trainingjob(ns, spec.model)  # its run counters exist at 0 before it ends
-    if rec.is_finished(old) and old.get("observedGeneration") == generation:
+    if is_finished(old) and old.get("observedGeneration") == generation:
         return old  # the run is over; its Job may be gone (TTL), never start another
 
     jname = job_name(name)
@@ -209,10 +218,10 @@ def _reconcile(
             " waiting for it to be deleted",
             delay=max(settings.backoff, 1.0),
         )
-    action = rec.next_action(old, job_exists=job is not None, registered=registered is not None)
-    if action is rec.Action.DONE:
+    action = next_action(old, job_exists=job is not None, registered=registered is not None)
+    if action is Action.DONE:
         return old
-    if action is rec.Action.CREATE_JOB:
+    if action is Action.CREATE_JOB:
         # The champion gate (closed loop): hand the champion ModelVersion to the trainer.
         champion = (
             kube.get(api.API_VERSION, "ModelVersion", ns, spec.champion) if spec.champion else None
@@ -233,8 +242,8 @@ def _reconcile(
             job = created
         else:  # 409: there already, and not in the cache yet (or not labelled as ours)
             job = kube.kube.get("batch/v1", "Job", ns, jname)
-        run = rec.observe(job, [])
-    elif action is rec.Action.OBSERVE:
+        run = observe(job, [])
+    elif action is Action.OBSERVE:
         assert job is not None
         job_uid = job["metadata"]["uid"]
         pods = [
@@ -242,7 +251,7 @@ def _reconcile(
             for p in kube.list("v1", "Pod", ns, labels={api.LABEL_TRAININGJOB: name})
             if _owned_by(p, job_uid)
         ]
-        run = rec.observe(job, pods)
+        run = observe(job, pods)
         if run.result is not None and run.finished:
             run = _with_full_result(run, settings, ns, name, logger)
         if run.registrable and registered is None:
@@ -253,8 +262,8 @@ def _reconcile(
                     kube, tj=tj, spec=spec, result=run.result, image=image, logger=logger
                 )
             except (IncompleteResultError, ValidationError) as e:
-                run = rec.RunState(
-                    rec.Phase.FAILED,
+                run = RunState(
+                    Phase.FAILED,
                     "InvalidResult",
                     f"the training result cannot be registered: {e}"[:1024],
                     run.start_time,
@@ -262,34 +271,34 @@ def _reconcile(
                     run.terminated,
                     None,
                 )
-    elif action is rec.Action.FROM_REGISTRATION:
-        run = rec.state_from_registration(rec.registration_of(registered))
+    elif action is Action.FROM_REGISTRATION:
+        run = state_from_registration(registration_of(registered))
     else:
-        run = rec.job_missing_state(jname)
+        run = job_missing_state(jname)
 
-    status = rec.desired_status(
+    status = desired_trainingjob_status(
         old=old,
         generation=generation,
         job_name=jname,
-        job_exists=job is not None or action is not rec.Action.CREATE_JOB,
+        job_exists=job is not None or action is not Action.CREATE_JOB,
         run=run,
-        registration=rec.registration_of(registered),
+        registration=registration_of(registered),
     )
     if any(old.get(k) != v for k, v in status.items()):
         kube.patch_status(api.API_VERSION, KIND, ns, name, status)
-    if rec.is_finished(status) and not rec.is_finished(old):
+    if is_finished(status) and not is_finished(old):
         _finished(tj, spec, status, metrics, logger)
     return status
 
 
 def _with_full_result(
-    run: rec.RunState, settings: Settings, ns: str, name: str, logger: Any
-) -> rec.RunState:
+    run: RunState, settings: Settings, ns: str, name: str, logger: Any
+) -> RunState:
     assert run.result is not None
     full = _full_result(run.result, settings, ns, name, logger)
     if full is run.result:
         return run
-    return rec.RunState(
+    return RunState(
         run.phase,
         run.reason,
         run.message,
@@ -308,9 +317,9 @@ def _finished(
     logger: Any,
 ) -> None:
     ns = tj["metadata"]["namespace"]
-    outcome = rec.outcome_label(status)
+    outcome = outcome_label(status)
     metrics.training_runs_total.labels(ns, spec.model, outcome).inc()
-    seconds = rec.duration_seconds(status.get("startTime"), status.get("completionTime"))
+    seconds = duration_seconds(status.get("startTime"), status.get("completionTime"))
     if seconds is not None:
         metrics.training_duration_seconds.labels(ns, spec.model).observe(seconds)
     reason, message = str(status.get("reason", "")), str(status.get("message", ""))

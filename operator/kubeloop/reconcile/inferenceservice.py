@@ -11,6 +11,10 @@ Seams for the closed loop (``handlers/loop.py``):
 - :func:`promotion_patch` and :func:`rollback_patch` are the spec changes that promote or
   roll back a manual canary, as a person makes them; the loop computes its own spec patch
   in its plan. This controller counts every transition (:func:`canary_transition`) once.
+
+Size (~670 lines): resolution, children, rollout state, predictor pods' load failures and
+status of one kind, one section each; the rollout state, the load failures and the status
+are the next candidates to split.
 """
 
 from __future__ import annotations
@@ -22,20 +26,20 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from kubeloop import registry
-from kubeloop.builders import predictor as b
+from kubeloop.builders import predictor
 from kubeloop.conditions import Condition, Status, get_condition, set_conditions
-from kubeloop.reconcile import loop
+from kubeloop.manifest import Manifest
+from kubeloop.reconcile.canary import loop_canary
 from kubeloop.settings import Settings
 from kubeloop_runtime import api
 from kubeloop_runtime.train.spec import format_validation_error
-
-Obj = dict[str, Any]
 
 # Condition types.
 COND_READY = api.COND_READY
 COND_MODEL_RESOLVED = "ModelResolved"
 COND_ROLLED_OUT = "RolledOut"
 COND_CANARY_READY = "CanaryReady"
+COND_MODEL_LOADED = "ModelLoaded"
 
 # Reasons.
 RESOLVED = "Resolved"
@@ -44,6 +48,14 @@ MODEL_VERSION_NOT_READY = "ModelVersionNotReady"
 ALIAS_NOT_FOUND = "AliasNotFound"
 INVALID_SPEC = "InvalidSpec"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+LOADED = "Loaded"
+LOADING = "Loading"
+PREDICTOR_FAILED = "PredictorFailed"  # a container exit that is not a refusal of ours
+# CanaryReady=False reasons that are progress or resolution, not a pod's refusal.
+NOT_REFUSALS = frozenset(
+    {"Progressing", "DeploymentMissing", MODEL_VERSION_NOT_FOUND, MODEL_VERSION_NOT_READY,
+     PROGRESS_DEADLINE_EXCEEDED}
+)  # fmt: skip
 
 PHASE_PENDING = "Pending"
 PHASE_READY = "Ready"
@@ -83,15 +95,15 @@ def desired_canary(
     """The canary that should run now, or None.
 
     ``spec.canary`` (a person's canary always wins), else the canary the closed loop
-    started itself (``status.loopCanary``, see :func:`kubeloop.reconcile.loop.loop_canary`);
+    started itself (``status.loopCanary``, see :func:`kubeloop.reconcile.canary.loop_canary`);
     every other function takes the result of this one.
     """
     if spec.canary is not None:
         return spec.canary
-    return loop.loop_canary(spec, status)
+    return loop_canary(spec, status)
 
 
-def promotion_patch(spec: api.InferenceServiceSpec, canary_version: str) -> Obj:
+def promotion_patch(spec: api.InferenceServiceSpec, canary_version: str) -> Manifest:
     """The merge patch that promotes ``canary_version`` to stable and removes the canary.
 
     The stable Deployment rolls to the canary's version (zero downtime: maxUnavailable 0
@@ -99,13 +111,13 @@ def promotion_patch(spec: api.InferenceServiceSpec, canary_version: str) -> Obj:
     A service that follows an alias is switched to name the version: to keep following the
     alias, move the alias instead (the registry) and apply :func:`rollback_patch`.
     """
-    model: Obj = {"modelVersion": canary_version}
+    model: Manifest = {"modelVersion": canary_version}
     if spec.model.model_version is None:
         model.update({"model": None, "alias": None})
     return {"spec": {"model": model, "canary": None}}
 
 
-def rollback_patch() -> Obj:
+def rollback_patch() -> Manifest:
     """The merge patch that rolls the canary back: the canary Deployment goes away."""
     return {"spec": {"canary": None}}
 
@@ -115,7 +127,7 @@ def rollback_patch() -> Obj:
 
 @dataclass(frozen=True)
 class Resolution:
-    served: b.ServedVersion | None
+    served: predictor.ServedVersion | None
     reason: str
     message: str
 
@@ -150,17 +162,17 @@ def check_model_version(mv: Mapping[str, Any] | None, name: str) -> Resolution:
             (ready or {}).get("message") or (ready or {}).get("reason") or "no Ready condition yet"
         )
         return Resolution(None, MODEL_VERSION_NOT_READY, f"ModelVersion {name} is not Ready: {why}")
-    return Resolution(b.ServedVersion(name=name, spec=mv_spec), RESOLVED, f"Serving {name}")
+    return Resolution(predictor.ServedVersion(name=name, spec=mv_spec), RESOLVED, f"Serving {name}")
 
 
-def _by_name(model_versions: Sequence[Obj], name: str) -> Mapping[str, Any] | None:
+def _by_name(model_versions: Sequence[Manifest], name: str) -> Mapping[str, Any] | None:
     for mv in model_versions:
         if mv.get("metadata", {}).get("name") == name:
             return mv
     return None
 
 
-def resolve_stable(ref: api.ModelRef, model_versions: Sequence[Obj]) -> Resolution:
+def resolve_stable(ref: api.ModelRef, model_versions: Sequence[Manifest]) -> Resolution:
     """The ModelVersion ``spec.model`` names, by name or by model + alias."""
     if ref.model_version is not None:
         return check_model_version(_by_name(model_versions, ref.model_version), ref.model_version)
@@ -177,7 +189,7 @@ def resolve_stable(ref: api.ModelRef, model_versions: Sequence[Obj]) -> Resoluti
     return check_model_version(holder, holder["metadata"]["name"])
 
 
-def resolve_canary(canary: api.CanarySpec, model_versions: Sequence[Obj]) -> Resolution:
+def resolve_canary(canary: api.CanarySpec, model_versions: Sequence[Manifest]) -> Resolution:
     return check_model_version(_by_name(model_versions, canary.model_version), canary.model_version)
 
 
@@ -241,6 +253,108 @@ def rollout_state(dep: Mapping[str, Any] | None) -> RolloutState:
     return state(True, "RolledOut", f"Deployment {name} serves {version} on {want} replica(s)")
 
 
+# ----------------------------------------------------------------------------- model loading
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a predictor pod does not serve: its server's refusal to start, from the pod."""
+
+    pod: str
+    reason: str
+    message: str
+
+    @property
+    def text(self) -> str:
+        return f"Pod {self.pod}: {self.message}"
+
+
+def _termination(cs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The container's current termination, else its last one."""
+    state = (cs.get("state") or {}).get("terminated")
+    return state or (cs.get("lastState") or {}).get("terminated") or None
+
+
+def pod_load_failure(pod: Mapping[str, Any]) -> LoadFailure | None:
+    """The refusal of a predictor pod that is not ready, as the kubelet reported it.
+
+    ``kubeloop-serve`` writes an :class:`api.StartupFailure` to its termination message
+    when it cannot load its model (a missing object, refused credentials, a changed
+    sha256...); any other exit is told by its code. A ready container has recovered:
+    its last termination is history, not a cause.
+    """
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    for cs in (pod.get("status") or {}).get("containerStatuses") or ():
+        if cs.get("ready"):
+            continue
+        term = _termination(cs)
+        if term is None:
+            continue
+        text = str(term.get("message") or "")
+        try:
+            failure = api.StartupFailure.model_validate_json(text)
+        except ValidationError:
+            code = term.get("exitCode")
+            if code in (None, 0):
+                continue
+            why = term.get("reason") or "Error"
+            return LoadFailure(
+                str(meta.get("name", "")),
+                PREDICTOR_FAILED,
+                f"the predictor container exited with code {code} ({why})",
+            )
+        return LoadFailure(str(meta.get("name", "")), failure.reason, failure.message)
+    return None
+
+
+def load_failure(pods: Sequence[Manifest], role: str, version: str | None) -> LoadFailure | None:
+    """The first refusal (by pod name) among the pods of ``role`` that serve ``version``."""
+    if version is None:
+        return None
+    want = {api.LABEL_ROLE: role, api.LABEL_MODELVERSION: version}
+    found = [
+        f
+        for p in pods
+        if all(((p.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in want.items())
+        for f in [pod_load_failure(p)]
+        if f is not None
+    ]
+    return min(found, key=lambda f: f.pod) if found else None
+
+
+def pod_signal(pod: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """What of a predictor pod the InferenceService's status depends on: a pod event
+    that changes none of it enqueues nothing."""
+    if pod is None:
+        return ()
+    statuses = (pod.get("status") or {}).get("containerStatuses") or ()
+    return (
+        tuple(bool(cs.get("ready")) for cs in statuses),
+        pod_load_failure(pod),
+        bool((pod.get("metadata") or {}).get("deletionTimestamp")),
+    )
+
+
+def model_loaded(stable: Resolution, st: RolloutState, failure: LoadFailure | None) -> Condition:
+    """``ModelLoaded``: whether the stable pods loaded the version they serve."""
+    if failure is not None:
+        return Condition(COND_MODEL_LOADED, "False", failure.reason, failure.text)
+    if stable.served is None or st.version is None:
+        return Condition(COND_MODEL_LOADED, "Unknown", LOADING, "No predictor serves a model yet")
+    if st.version == stable.served.name and st.done:
+        return Condition(
+            COND_MODEL_LOADED, "True", LOADED, f"{st.ready} replica(s) loaded {st.version}"
+        )
+    return Condition(
+        COND_MODEL_LOADED,
+        "Unknown",
+        LOADING,
+        f"Waiting for the predictor pods to load {st.version}",
+    )
+
+
 # ----------------------------------------------------------------------------- plan
 
 
@@ -253,7 +367,7 @@ class Ref:
 
 @dataclass
 class Plan:
-    apply: list[Obj] = field(default_factory=list)
+    apply: list[Manifest] = field(default_factory=list)
     delete: list[Ref] = field(default_factory=list)
 
 
@@ -278,7 +392,7 @@ def stable_replicas(
 
 def plan_children(
     spec: api.InferenceServiceSpec,
-    owner: b.Owner,
+    owner: predictor.Owner,
     settings: Settings,
     *,
     stable: Resolution,
@@ -299,49 +413,49 @@ def plan_children(
     - HPA when spec.autoscaling (and a stable Deployment exists); PDB when more than one
       stable replica. Otherwise deleted.
     """
-    plan = Plan(apply=[b.build_service(owner)])
+    plan = Plan(apply=[predictor.build_service(owner)])
     stable_exists = stable_dep is not None
     if stable.served is not None:
         plan.apply.append(
-            b.build_deployment(
+            predictor.build_deployment(
                 spec,
                 owner,
                 stable.served,
-                b.STABLE,
+                predictor.STABLE,
                 settings,
                 replicas=stable_replicas(spec, canary, canary_dep),
             )
         )
         stable_exists = True
 
-    canary_ref = Ref("apps/v1", "Deployment", b.canary_name(owner.name))
+    canary_ref = Ref("apps/v1", "Deployment", predictor.canary_name(owner.name))
     if canary is not None:
         if canary_resolution is not None and canary_resolution.served is not None:
             plan.apply.append(
-                b.build_deployment(
+                predictor.build_deployment(
                     spec,
                     owner,
                     canary_resolution.served,
-                    b.CANARY,
+                    predictor.CANARY,
                     settings,
-                    replicas=b.canary_replicas(
-                        b.stable_base_replicas(spec), canary.traffic_percent
+                    replicas=predictor.canary_replicas(
+                        predictor.stable_base_replicas(spec), canary.traffic_percent
                     ),
                 )
             )
     elif canary_dep is not None and not promotion_in_progress(stable, stable_dep, canary_dep):
         plan.delete.append(canary_ref)
 
-    hpa_ref = Ref("autoscaling/v2", "HorizontalPodAutoscaler", b.predictor_name(owner.name))
+    hpa_ref = Ref("autoscaling/v2", "HorizontalPodAutoscaler", predictor.predictor_name(owner.name))
     if spec.autoscaling is not None and stable_exists:
-        plan.apply.append(b.build_hpa(spec.autoscaling, owner))
+        plan.apply.append(predictor.build_hpa(spec.autoscaling, owner))
     elif spec.autoscaling is None:
         plan.delete.append(hpa_ref)
 
-    pdb_ref = Ref("policy/v1", "PodDisruptionBudget", b.predictor_name(owner.name))
-    if b.wants_pdb(spec) and stable_exists:
-        plan.apply.append(b.build_pdb(owner))
-    elif not b.wants_pdb(spec):
+    pdb_ref = Ref("policy/v1", "PodDisruptionBudget", predictor.predictor_name(owner.name))
+    if predictor.wants_pdb(spec) and stable_exists:
+        plan.apply.append(predictor.build_pdb(owner))
+    elif not predictor.wants_pdb(spec):
         plan.delete.append(pdb_ref)
     return plan
 
@@ -363,17 +477,19 @@ def promotion_in_progress(
 # ----------------------------------------------------------------------------- status
 
 
-def _traffic(stable: RolloutState | None, canary: RolloutState | None) -> list[Obj]:
-    present = [(r, s) for r, s in ((b.STABLE, stable), (b.CANARY, canary)) if s is not None]
+def _traffic(stable: RolloutState | None, canary: RolloutState | None) -> list[Manifest]:
+    present = [
+        (r, s) for r, s in ((predictor.STABLE, stable), (predictor.CANARY, canary)) if s is not None
+    ]
     ready_total = sum(s.ready for _, s in present)
     want_total = sum(s.replicas for _, s in present)
     out = []
     for role, s in present:
         # Requests spread over ready endpoints; before any is ready, show the plan.
         pct = (
-            b.traffic_percent(s.ready, ready_total)
+            predictor.traffic_percent(s.ready, ready_total)
             if ready_total > 0
-            else b.traffic_percent(s.replicas, want_total)
+            else predictor.traffic_percent(s.replicas, want_total)
         )
         out.append(
             {
@@ -389,7 +505,7 @@ def _traffic(stable: RolloutState | None, canary: RolloutState | None) -> list[O
 
 def compute_status(
     spec: api.InferenceServiceSpec,
-    owner: b.Owner,
+    owner: predictor.Owner,
     *,
     generation: int | None,
     old_status: Mapping[str, Any] | None,
@@ -398,9 +514,14 @@ def compute_status(
     canary_resolution: Resolution | None,
     stable_dep: Mapping[str, Any] | None,
     canary_dep: Mapping[str, Any] | None,
+    pods: Sequence[Manifest] = (),
     now: str | None = None,
-) -> Obj:
-    """The whole status object (absent fields as None, so a merge patch removes them)."""
+) -> Manifest:
+    """The whole status object (absent fields as None, so a merge patch removes them).
+
+    ``pods`` are the InferenceService's predictor pods: a server's refusal to load its
+    model shows in ``ModelLoaded`` (stable) or ``CanaryReady``, and in ``Ready``.
+    """
     old = old_status or {}
     st = rollout_state(stable_dep)
     conds: list[Condition] = []
@@ -420,13 +541,20 @@ def compute_status(
     else:
         rolled = Condition(COND_ROLLED_OUT, "True" if st.done else "False", st.reason, st.message)
     conds.append(rolled)
+    failure = load_failure(pods, predictor.STABLE, st.version) if stable_dep is not None else None
+    conds.append(model_loaded(stable, st, failure))
 
     cst = rollout_state(canary_dep) if canary_dep is not None else None
+    canary_failure = load_failure(pods, predictor.CANARY, cst.version) if cst is not None else None
     if canary is not None:
         if canary_resolution is None or not canary_resolution.ok:
             reason = canary_resolution.reason if canary_resolution else MODEL_VERSION_NOT_FOUND
             msg = canary_resolution.message if canary_resolution else ""
             conds.append(Condition(COND_CANARY_READY, "False", reason, msg))
+        elif cst is not None and cst.version == canary.model_version and canary_failure:
+            conds.append(
+                Condition(COND_CANARY_READY, "False", canary_failure.reason, canary_failure.text)
+            )
         elif cst is None or cst.version != canary.model_version:
             conds.append(
                 Condition(
@@ -446,6 +574,8 @@ def compute_status(
     ready: Condition
     if not stable.ok:
         ready = Condition(COND_READY, "False", stable.reason, stable.message)
+    elif rolled.status != "True" and failure is not None:
+        ready = Condition(COND_READY, "False", failure.reason, failure.text)
     elif rolled.status != "True":
         ready = Condition(COND_READY, "False", rolled.reason, rolled.message)
     elif st.available + (cst.available if cst else 0) < 1:
@@ -473,7 +603,7 @@ def compute_status(
     )
     return {
         "observedGeneration": generation,
-        "url": b.service_url(owner.name, owner.namespace),
+        "url": predictor.service_url(owner.name, owner.namespace),
         "modelName": model_name,
         "servingVersion": st.version,
         "canaryVersion": canary.model_version if canary is not None else None,
@@ -490,7 +620,7 @@ def invalid_status(
     generation: int | None,
     message: str,
     now: str | None = None,
-) -> Obj:
+) -> Manifest:
     conds = [
         Condition(COND_READY, "False", INVALID_SPEC, message),
         Condition(COND_MODEL_RESOLVED, "Unknown", INVALID_SPEC, message),

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeloop.conditions import Condition, Status, get_condition, is_true, set_conditions
+from kubeloop.manifest import Obj
 from kubeloop_runtime import api
-
-Obj = Mapping[str, Any]
 
 COND_ARTIFACT_VERIFIED = "ArtifactVerified"
 COND_ALIASES = "AliasesConfirmed"
@@ -26,7 +25,6 @@ REASON_NOT_VERIFIABLE = "ArtifactNotVerifiable"
 REASON_MISSING = "ArtifactMissing"
 REASON_MISMATCH = "ChecksumMismatch"
 REASON_INVALID_URI = "InvalidArtifactURI"
-REASON_GATE_FAILED = "QualityGateFailed"
 REASON_INVALID_SPEC = "InvalidSpec"
 
 
@@ -108,7 +106,7 @@ def ready_condition(
         return Condition(
             api.COND_READY,
             "False",
-            REASON_GATE_FAILED,
+            api.REASON_QUALITY_GATE_FAILED,
             f"{message}; a version that failed its gate is registered but never served",
         )
     status: Status = "False" if artifact.status == "False" else "True"
@@ -142,14 +140,14 @@ def aliases_condition(
     return Condition(COND_ALIASES, "Unknown", "Moving", f"{', '.join(pending)}: being moved here")
 
 
-def phase_of(conditions: Sequence[Mapping[str, Any]] | None) -> str:
+def modelversion_phase(conditions: Sequence[Mapping[str, Any]] | None) -> str:
     c = get_condition(conditions, api.COND_READY)
     if c is None or c.get("status") == "Unknown":
         return "Pending"
     return "Ready" if c.get("status") == "True" else "Failed"
 
 
-def desired_status(
+def desired_modelversion_status(
     *,
     old: Obj | None,
     generation: int | None,
@@ -160,7 +158,7 @@ def desired_status(
     merged = set_conditions(
         (old or {}).get("conditions"), conditions, generation=generation, now=now
     )
-    status: dict[str, Any] = {"conditions": merged, "phase": phase_of(merged)}
+    status: dict[str, Any] = {"conditions": merged, "phase": modelversion_phase(merged)}
     if generation is not None:
         status["observedGeneration"] = generation
     return status

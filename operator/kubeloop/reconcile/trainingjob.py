@@ -2,7 +2,7 @@
 
 The handler reads the TrainingJob, its Job, the Job's pods and the ModelVersion it may
 already have registered; :func:`observe` turns the Job and pods into a :class:`RunState`,
-and :func:`desired_status` turns that (plus the registration) into the status to write.
+and :func:`desired_trainingjob_status` turns that (plus the registration) into the status to write.
 Nothing here does I/O, so every decision is unit-tested.
 
 Outcomes (``status.reason`` and the reason of the ``Succeeded`` condition):
@@ -16,6 +16,9 @@ Outcomes (``status.reason`` and the reason of the ``Succeeded`` condition):
   Job or the container when the trainer could not say;
 * ``ResultMissing`` — the Job completed but left no readable result;
 * ``JobMissing`` — the Job disappeared before its outcome was read.
+
+Size (~440 lines): one kind's pure decisions, most of it the outcomes above; ``observe``
+and the status stay together so that each reason lives beside the condition reporting it.
 """
 
 from __future__ import annotations
@@ -31,9 +34,8 @@ from pydantic import ValidationError
 
 from kubeloop.builders.job import CONTAINER
 from kubeloop.conditions import Condition, get_condition, set_conditions
+from kubeloop.manifest import Obj
 from kubeloop_runtime import api, rfc3339
-
-Obj = Mapping[str, Any]
 
 COND_JOB_CREATED = "JobCreated"
 COND_REGISTERED = "Registered"
@@ -41,7 +43,6 @@ COND_SUSPENDED = "Suspended"
 COND_DATA_VALIDATED = "DataValidated"
 
 REASON_TRAINED = "Trained"
-REASON_GATE_FAILED = "QualityGateFailed"
 REASON_RESULT_MISSING = "ResultMissing"
 REASON_JOB_MISSING = "JobMissing"
 
@@ -89,7 +90,7 @@ class RunState:
             return False
         if self.phase is Phase.SUCCEEDED:
             return r.succeeded
-        return self.phase is Phase.FAILED and r.reason == REASON_GATE_FAILED
+        return self.phase is Phase.FAILED and r.reason == api.REASON_QUALITY_GATE_FAILED
 
 
 # ----------------------------------------------------------------------- the result
@@ -267,7 +268,7 @@ def is_finished(status: Obj | None) -> bool:
     return c is not None and c.get("status") in ("True", "False")
 
 
-def phase_of(conditions: Sequence[Mapping[str, Any]] | None) -> str:
+def trainingjob_phase(conditions: Sequence[Mapping[str, Any]] | None) -> str:
     """The printed phase, derived from the conditions (never branched on)."""
     c = get_condition(conditions, api.COND_SUCCEEDED)
     if c is None:
@@ -279,7 +280,7 @@ def phase_of(conditions: Sequence[Mapping[str, Any]] | None) -> str:
     return Phase.RUNNING.value if c.get("reason") == "Running" else Phase.PENDING.value
 
 
-def desired_status(
+def desired_trainingjob_status(
     *,
     old: Obj | None,
     generation: int | None,
@@ -335,11 +336,13 @@ def desired_status(
             f"trained and registered ModelVersion {registration.name}",
         )
         status.update(reason=REASON_TRAINED, message=run.message)
-    elif run.finished and (gated or run.reason == REASON_GATE_FAILED):
+    elif run.finished and (gated or run.reason == api.REASON_QUALITY_GATE_FAILED):
         message = (registration.gate or {}).get("message") or run.message
         where = f" (registered as {registration.name}, never served)" if registration.name else ""
-        succeeded = Condition(api.COND_SUCCEEDED, "False", REASON_GATE_FAILED, f"{message}{where}")
-        status.update(reason=REASON_GATE_FAILED, message=f"{message}{where}")
+        succeeded = Condition(
+            api.COND_SUCCEEDED, "False", api.REASON_QUALITY_GATE_FAILED, f"{message}{where}"
+        )
+        status.update(reason=api.REASON_QUALITY_GATE_FAILED, message=f"{message}{where}")
     elif run.phase is Phase.FAILED:
         succeeded = Condition(api.COND_SUCCEEDED, "False", run.reason, run.message)
         status.update(reason=run.reason, message=run.message)
@@ -354,7 +357,7 @@ def desired_status(
 
     conditions = set_conditions(old.get("conditions"), conds, generation=generation, now=now)
     status["conditions"] = conditions
-    status["phase"] = phase_of(conditions)
+    status["phase"] = trainingjob_phase(conditions)
     if generation is not None:
         status["observedGeneration"] = generation
     if run.start_time:
@@ -404,7 +407,9 @@ def state_from_registration(registration: Registration) -> RunState:
     """The end of a run whose Job is gone (e.g. its TTL) but whose version is registered."""
     gate = registration.gate or {}
     if gate.get("passed") is False:
-        return RunState(Phase.FAILED, REASON_GATE_FAILED, str(gate.get("message") or ""))
+        return RunState(
+            Phase.FAILED, api.REASON_QUALITY_GATE_FAILED, str(gate.get("message") or "")
+        )
     return RunState(Phase.SUCCEEDED, REASON_TRAINED, f"registered {registration.name}")
 
 
@@ -433,4 +438,4 @@ def outcome_label(status: Obj) -> str:
     c = get_condition(status.get("conditions"), api.COND_SUCCEEDED) or {}
     if c.get("status") == "True":
         return "succeeded"
-    return "gate_failed" if c.get("reason") == REASON_GATE_FAILED else "failed"
+    return "gate_failed" if c.get("reason") == api.REASON_QUALITY_GATE_FAILED else "failed"

@@ -3,6 +3,10 @@
 ``create_app(settings, dataplane, registry)`` returns an ASGI callable. Every error a
 client can cause is a :class:`~.errors.ServeError`; one handler maps it to
 ``{"error": message}`` with its status. Anything else is a bug: logged, answered 500.
+
+Raw ASGI rather than a framework, for the hot path: on uvicorn + uvloop + httptools a
+bare ASGI app returning fixed JSON answers 10,245 RPS at 64 clients on one core, and this
+app serving the iris forest 6,942 RPS (68 % of that floor; docs/serving.md, docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from kubeloop_runtime import api
 from kubeloop_runtime.jsonlog import JsonFormatter
 from kubeloop_runtime.serve import monitoring
 from kubeloop_runtime.serve.app import App, create_app
@@ -25,6 +27,7 @@ from kubeloop_runtime.serve.errors import StartupError
 from kubeloop_runtime.serve.metrics import ServingMetrics, class_key
 from kubeloop_runtime.serve.model import ServedModel, load
 from kubeloop_runtime.serve.settings import ServeSettings, parse_settings
+from kubeloop_runtime.train.result import clip, write_termination_log
 
 log = logging.getLogger("kubeloop_runtime.serve")
 
@@ -74,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = parse_settings(argv)
     except StartupError as e:
         print(f"kubeloop-serve: {e}", file=sys.stderr)
+        report_refusal(e, None)
         return EXIT_STARTUP
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -84,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as e:
         log.error("Refused to start: %s", e)
         print(f"kubeloop-serve: refused to start: {e}", file=sys.stderr)
+        report_refusal(e, settings.termination_log)
         return EXIT_STARTUP
     import uvicorn  # noqa: PLC0415
 
@@ -129,6 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = DrainingServer(config, dataplane, settings.drain_seconds)
     server.run(sockets=[sock])
     return 0
+
+
+def report_refusal(error: StartupError, path: Path | None) -> None:
+    """The refusal as the container's termination message (an :class:`api.StartupFailure`),
+    which the kubelet puts in the pod status for the operator."""
+    failure = api.StartupFailure(reason=error.reason, message=clip(str(error), 2048))
+    write_termination_log(failure.model_dump_json(by_alias=True), path)
 
 
 def listen(host: str, port: int) -> socket.socket:

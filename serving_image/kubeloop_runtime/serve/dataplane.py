@@ -16,6 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from kubeloop_runtime.contracts import (
+    DriftSummary,
+    FeedbackStats,
+    MonitoringDocument,
+    SkewSummary,
+)
 from kubeloop_runtime.serve.batching import MicroBatcher
 from kubeloop_runtime.serve.errors import (
     InvalidInputError,
@@ -244,33 +250,24 @@ class DataPlane:
         return None if self.feedback_sink is None else self.feedback_sink.stats()
 
     def monitoring(self) -> dict[str, Any]:
-        """What the operator's closed loop reads: drift summary, live accuracy, counts."""
+        """What the operator's closed loop reads: drift summary, live accuracy, counts
+        (the :class:`~kubeloop_runtime.contracts.MonitoringDocument`)."""
         drift = self.drift_report()
-        summary = {
-            k: drift.get(k)
-            for k in (
-                "enabled",
-                "enough_data",
-                "dataset_drift",
-                "share_drifted",
-                "drifted_features",
-                "window_count",
-                "window_size",
-            )
-            if k in drift
-        }
-        return {
-            "model": self.model.spec.model,
-            "name": self.name,
-            "version": self.version,
-            "modelVersion": self.settings.model_version_name,
-            "role": self.settings.role,
-            "inferenceService": self.settings.inference_service,
-            "runtime": self.model.runtime,
-            "drift": summary,
-            "skew": None if self.drift is None else self.drift.skew(),
-            "feedback": self.feedback_stats(),
-        }
+        stats = self.feedback_stats()
+        return MonitoringDocument(
+            model=self.model.spec.model,
+            name=self.name,
+            version=self.version,
+            model_version=self.settings.model_version_name,
+            role=self.settings.role,
+            inference_service=self.settings.inference_service,
+            runtime=self.model.runtime,
+            drift=DriftSummary.model_validate(
+                {k: v for k, v in drift.items() if k in DriftSummary.model_fields}
+            ),
+            skew=None if self.drift is None else SkewSummary.model_validate(self.drift.skew()),
+            feedback=None if stats is None else FeedbackStats.model_validate(stats),
+        ).wire()
 
     async def close(self) -> None:
         self.ready = False

@@ -58,7 +58,16 @@ class NotReadyError(ServeError):
 
 
 class StartupError(Exception):
-    """The server must not start: bad settings, artifact integrity or version mismatch."""
+    """The server must not start: bad settings, artifact integrity or version mismatch.
+
+    ``reason`` (CamelCase) goes with the message into the termination message
+    (:class:`kubeloop_runtime.api.StartupFailure`), which the operator shows on the
+    InferenceService.
+    """
+
+    def __init__(self, message: str, reason: str = "StartupFailed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class UnknownRequestIdError(ServeError):

@@ -20,9 +20,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# The two the operator reads from canary pods are defined with the other pod contracts.
+from kubeloop_runtime.contracts import REQUEST_DURATION_SECONDS, REQUESTS_TOTAL
+
 # ----------------------------------------------------------------------- names (contract)
-REQUESTS_TOTAL = "kubeloop_serving_requests_total"  # {model,version,protocol,code}
-REQUEST_DURATION_SECONDS = "kubeloop_serving_request_duration_seconds"  # {model,version,protocol}
 BATCH_SIZE = "kubeloop_serving_batch_size"  # rows per model call {model,version}
 PREDICTIONS_TOTAL = "kubeloop_serving_predictions_total"  # {model,version,class}
 PREDICTION_VALUE = "kubeloop_serving_prediction_value"  # regression {model,version}

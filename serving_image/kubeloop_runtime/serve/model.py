@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kubeloop_runtime import api, artifacts
+from kubeloop_runtime import api, artifacts, storage
 from kubeloop_runtime.onnx_graph import OnnxPredictor
 from kubeloop_runtime.serve.errors import StartupError
 
@@ -185,18 +185,16 @@ def load(
     try:
         artifacts.check_versions(spec.framework)
     except artifacts.VersionMismatchError as e:
-        raise StartupError(f"{where}: library version mismatch: {e}") from e
-    try:
-        path = artifacts.resolve(spec.artifact.uri, artifact_root=artifact_root)
-    except (artifacts.ArtifactError, OSError) as e:
-        raise StartupError(f"{where}: cannot resolve artifact {spec.artifact.uri}: {e}") from e
-    if not path.is_file():
-        raise StartupError(f"{where}: artifact {spec.artifact.uri} not found at {path}")
+        raise StartupError(
+            f"{where}: spec.framework: library version mismatch: {e}", "LibraryVersionMismatch"
+        ) from e
+    path = _resolve(spec.artifact.uri, artifact_root, where, "spec.artifact.uri")
     fmt = spec.artifact.format
     if fmt == "joblib" and not allow_pickle:
         raise StartupError(
             f"{where}: the artifact is a joblib pickle, which runs code when loaded;"
-            " start with --allow-pickle to accept it"
+            " start with --allow-pickle to accept it",
+            "ArtifactRefused",
         )
     t0 = time.perf_counter()
     try:
@@ -204,9 +202,12 @@ def load(
             path, sha256=spec.artifact.sha256, fmt=fmt, allow_pickle=allow_pickle
         )
     except artifacts.ArtifactIntegrityError as e:
-        raise StartupError(f"{where}: artifact integrity check failed: {e}") from e
+        raise StartupError(
+            f"{where}: spec.artifact.sha256: artifact integrity check failed: {e}",
+            INTEGRITY_FAILED,
+        ) from e
     except artifacts.UnsafeArtifactError as e:
-        raise StartupError(f"{where}: artifact refused as unsafe: {e}") from e
+        raise StartupError(f"{where}: artifact refused as unsafe: {e}", "ArtifactRefused") from e
     log.info(
         "Loaded %s from %s (%s, sha256 %s) in %.2fs",
         where,
@@ -221,22 +222,45 @@ def load(
     return ServedModel(spec, estimator, onnx)
 
 
+# The reason of a refusal when a file is not the one recorded at training.
+INTEGRITY_FAILED = "ArtifactIntegrityFailed"
+NOT_FOUND = "ArtifactNotFound"  # a file:// or pvc:// artifact (an object store says its own)
+# Where a ModelVersion's object-store credentials come from (named when access is denied).
+CREDENTIALS_FIELD = "spec.artifact.storage.secretName"
+
+
+def _resolve(uri: str, artifact_root: Path | None, where: str, field: str) -> Path:
+    """The local file of ``uri`` (downloaded from an object store); a StartupError naming
+    ``field`` and the cause (with the object store's reason) when it cannot be had."""
+    try:
+        path = artifacts.resolve(uri, artifact_root=artifact_root)
+    except storage.StorageError as e:
+        raise StartupError(f"{where}: {e.for_field(field, CREDENTIALS_FIELD)}", e.reason) from e
+    except (artifacts.ArtifactError, OSError) as e:
+        raise StartupError(
+            f"{where}: {field}: cannot resolve {uri}: {e}", "ArtifactNotFound"
+        ) from e
+    if not path.is_file():
+        raise StartupError(f"{where}: {field}: {uri} not found at {path}", NOT_FOUND)
+    return path
+
+
 def _load_onnx(spec: api.ModelVersionSpec, artifact_root: Path | None, where: str) -> OnnxPredictor:
     uri = spec.artifact.onnx_uri
     assert uri is not None
     if spec.artifact.onnx_sha256 is None:
-        raise StartupError(f"{where}: ONNX graph {uri} is recorded without its sha256")
-    try:
-        path = artifacts.resolve(uri, artifact_root=artifact_root)
-    except (artifacts.ArtifactError, OSError) as e:
-        raise StartupError(f"{where}: cannot resolve ONNX graph {uri}: {e}") from e
-    if not path.is_file():
-        raise StartupError(f"{where}: ONNX graph {uri} not found at {path}")
+        raise StartupError(
+            f"{where}: ONNX graph {uri} is recorded without its sha256", INTEGRITY_FAILED
+        )
+    path = _resolve(uri, artifact_root, where, "spec.artifact.onnxUri")
     digest = artifacts.sha256_file(path)
     try:
         artifacts.verify_sha256(digest, spec.artifact.onnx_sha256, str(path))
     except artifacts.ArtifactIntegrityError as e:
-        raise StartupError(f"{where}: ONNX graph integrity check failed: {e}") from e
+        raise StartupError(
+            f"{where}: spec.artifact.onnxSha256: ONNX graph integrity check failed: {e}",
+            INTEGRITY_FAILED,
+        ) from e
     try:
         predictor = OnnxPredictor(str(path), spec.signature, spec.task)
     except Exception as e:  # onnxruntime raises its own types

@@ -9,6 +9,9 @@ range the model computes in: the ONNX graph takes float32 inputs and scikit-lear
 cast to float32, so a number beyond float32's range (about ±3.4e38) is refused, naming its
 row and column, before it can reach (and fail) a batch shared with other clients. ``null``
 is a missing value, accepted only for features the model's pipeline imputes.
+
+Size (~530 lines): the V1 and V2 codecs share one validation of rows per feature dtype
+on the hot path (measured in docs/serving.md); apart, that validation would be written twice.
 """
 
 from __future__ import annotations

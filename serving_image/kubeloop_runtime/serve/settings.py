@@ -8,35 +8,41 @@ Sources, highest precedence first: command-line flags, then environment variable
   and spec). Its spec is parsed with :class:`kubeloop_runtime.api.ModelVersionSpec`.
 - ``--artifact-root`` / ``KUBELOOP_ARTIFACT_ROOT``: where ``pvc://`` URIs resolve.
 - ``--name`` / ``KUBELOOP_SERVED_NAME``: the name in URL paths (default: the model name).
-- ``KUBELOOP_SERVING``: JSON ``{"monitoring": MonitoringSpec, "maxBatchSize": int,
-  "maxBatchDelayMs": float, "role": "stable"|"canary", "inferenceService": name}``.
+- ``KUBELOOP_SERVING``: :class:`kubeloop_runtime.api.ServingConfig` as JSON (monitoring,
+  batching, role, the InferenceService's name), as the operator's predictor builder
+  writes it.
 - ``--drain-seconds``: on SIGTERM, how long to keep answering (readiness already 503) before
   the graceful shutdown, so that Services stop sending new connections first (0 by hand;
   the operator's predictor pods pass ``api.SERVE_DRAIN_SECONDS``).
+
+The environment is read by pydantic-settings (:class:`ServeEnvironment`, the variables'
+names from ``kubeloop_runtime.contracts``); flags by argparse.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, Json, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubeloop_runtime import api
+from kubeloop_runtime.contracts import (
+    ENV_ARTIFACT_ROOT,
+    ENV_MODEL_VERSION,
+    ENV_SERVED_NAME,
+    ENV_SERVING,
+    HTTP_PORT,
+)
 from kubeloop_runtime.serve.errors import StartupError
 
-ENV_MODEL_VERSION = "KUBELOOP_MODEL_VERSION"
-ENV_ARTIFACT_ROOT = "KUBELOOP_ARTIFACT_ROOT"
-ENV_SERVED_NAME = "KUBELOOP_SERVED_NAME"
-ENV_SERVING = "KUBELOOP_SERVING"
-
-DEFAULT_PORT = 8080
+DEFAULT_PORT = HTTP_PORT
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_REQUEST_ROWS = 10_000
 MAX_DRAIN_SECONDS = 300.0
@@ -70,6 +76,9 @@ class ServeSettings:
     log_level: str = "info"
     # SIGTERM: keep serving this long with readiness 503, then drain in-flight requests.
     drain_seconds: float = 0.0
+    # Where a refusal to start is written for the kubelet (None: /dev/termination-log,
+    # where it exists and is writable).
+    termination_log: Path | None = None
 
     @property
     def version(self) -> str:
@@ -179,92 +188,93 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="on SIGTERM, keep serving this long (readiness 503) before shutting down",
     )
+    p.add_argument(
+        "--termination-log",
+        type=Path,
+        default=None,
+        help="where a refusal to start is written (default: /dev/termination-log if writable)",
+    )
     return p
 
 
-def _serving_env(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
+class ServeEnvironment(BaseSettings):
+    """What the operator passes to a predictor container in its environment.
+
+    ``ServeEnvironment()`` reads the process environment; ``model_validate(mapping)`` an
+    explicit one (tests). Empty variables count as unset.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_ignore_empty=True)
+
+    model_version: str | None = Field(None, validation_alias=ENV_MODEL_VERSION)
+    artifact_root: Path | None = Field(None, validation_alias=ENV_ARTIFACT_ROOT)
+    served_name: str | None = Field(None, validation_alias=ENV_SERVED_NAME)
+    serving: Json[api.ServingConfig] | None = Field(None, validation_alias=ENV_SERVING)
+
+
+def _validation_message(e: ValidationError) -> str:
+    """Every error of ``e`` with where it is (``KUBELOOP_SERVING.maxBatchSize``)."""
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(x) for x in err["loc"])
+        what = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{where}: {what}")
+    return "; ".join(parts)
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> ServeEnvironment:
+    """The environment part of the settings (raises StartupError naming the variable)."""
     try:
-        doc = json.loads(text)
-    except ValueError as e:
-        raise StartupError(f"{ENV_SERVING}: not JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise StartupError(f"{ENV_SERVING}: expected a JSON object")
-    unknown = set(doc) - {
-        "monitoring",
-        "maxBatchSize",
-        "maxBatchDelayMs",
-        "role",
-        "inferenceService",
+        if environ is None:
+            return ServeEnvironment()
+        return ServeEnvironment.model_validate({k: v for k, v in environ.items() if v})
+    except ValidationError as e:
+        raise StartupError(_validation_message(e)) from e
+
+
+def _serving(args: argparse.Namespace, env: ServeEnvironment) -> api.ServingConfig:
+    """``KUBELOOP_SERVING``, with the flags given on the command line winning."""
+    config = env.serving or api.ServingConfig()
+    flags = {
+        "max_batch_size": args.max_batch_size,
+        "max_batch_delay_ms": args.max_batch_delay_ms,
+        "role": args.role,
+        "inference_service": args.inference_service,
     }
-    if unknown:
-        raise StartupError(f"{ENV_SERVING}: unknown field(s) {', '.join(sorted(unknown))}")
-    return doc
+    updates: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    if args.prediction_log_sample_rate is not None:
+        if not 0.0 <= args.prediction_log_sample_rate <= 1.0:
+            raise StartupError("--prediction-log-sample-rate must be within 0..1")
+        updates["monitoring"] = config.monitoring.model_copy(
+            update={"prediction_log_sample_rate": args.prediction_log_sample_rate}
+        )
+    if not updates:
+        return config
+    try:
+        return api.ServingConfig.model_validate({**dict(config), **updates})
+    except ValidationError as e:
+        raise StartupError(_validation_message(e)) from e
 
 
 def parse_settings(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> ServeSettings:
     """Parse flags and environment into :class:`ServeSettings` (raises StartupError)."""
-    env = os.environ if environ is None else environ
+    env = read_environment(environ)
     args = build_parser().parse_args(argv)
 
     if args.model_version is not None:
         mv_name, spec = load_model_version_file(args.model_version)
-    elif env.get(ENV_MODEL_VERSION):
-        mv_name, spec = load_model_version_json(env[ENV_MODEL_VERSION])
+    elif env.model_version:
+        mv_name, spec = load_model_version_json(env.model_version)
     else:
         raise StartupError(
             f"no model to serve: pass --model-version PATH or set {ENV_MODEL_VERSION}"
         )
-
-    serving = _serving_env(env.get(ENV_SERVING))
-    try:
-        monitoring = api.MonitoringSpec.model_validate(serving.get("monitoring") or {})
-    except ValidationError as e:
-        raise StartupError(f"{ENV_SERVING}.monitoring: {e}") from e
-    if args.prediction_log_sample_rate is not None:
-        if not 0.0 <= args.prediction_log_sample_rate <= 1.0:
-            raise StartupError("--prediction-log-sample-rate must be within 0..1")
-        monitoring = monitoring.model_copy(
-            update={"prediction_log_sample_rate": args.prediction_log_sample_rate}
-        )
-
-    def pick(flag: Any, key: str, default: Any) -> Any:
-        if flag is not None:
-            return flag
-        return serving.get(key, default)
-
-    max_batch_size = pick(args.max_batch_size, "maxBatchSize", 64)
-    max_batch_delay_ms = pick(args.max_batch_delay_ms, "maxBatchDelayMs", 1.0)
-    role = pick(args.role, "role", "stable")
-    isvc = pick(args.inference_service, "inferenceService", None)
-    if (
-        not isinstance(max_batch_size, int)
-        or isinstance(max_batch_size, bool)
-        or not (1 <= max_batch_size <= 1024)
-    ):
-        raise StartupError(
-            f"maxBatchSize must be an integer within 1..1024, got {max_batch_size!r}"
-        )
-    if (
-        not isinstance(max_batch_delay_ms, int | float)
-        or isinstance(max_batch_delay_ms, bool)
-        or not (0.0 <= max_batch_delay_ms <= 100.0)
-    ):
-        raise StartupError(f"maxBatchDelayMs must be within 0..100, got {max_batch_delay_ms!r}")
-    if role not in ("stable", "canary"):
-        raise StartupError(f"role must be 'stable' or 'canary', got {role!r}")
-    if isvc is not None and not isinstance(isvc, str):
-        raise StartupError("inferenceService must be a string")
+    serving = _serving(args, env)
 
     root_flag = args.artifact_root
-    root = (
-        root_flag
-        if root_flag is not None
-        else (Path(env[ENV_ARTIFACT_ROOT]) if env.get(ENV_ARTIFACT_ROOT) else None)
-    )
+    root = root_flag if root_flag is not None else env.artifact_root
     port = args.port if args.port is not None else DEFAULT_PORT
     if not 0 <= port <= 65535:
         raise StartupError(f"--port must be within 0..65535, got {port}")
@@ -278,15 +288,15 @@ def parse_settings(
     return ServeSettings(
         model_version=spec,
         model_version_name=mv_name,
-        served_name=args.name or env.get(ENV_SERVED_NAME) or spec.model,
+        served_name=args.name or env.served_name or spec.model,
         artifact_root=root,
         host=args.host or "0.0.0.0",
         port=port,
-        monitoring=monitoring,
-        max_batch_size=max_batch_size,
-        max_batch_delay_ms=float(max_batch_delay_ms),
-        role=role,
-        inference_service=isvc,
+        monitoring=serving.monitoring,
+        max_batch_size=serving.max_batch_size,
+        max_batch_delay_ms=serving.max_batch_delay_ms,
+        role=serving.role,
+        inference_service=serving.inference_service,
         max_body_bytes=args.max_body_bytes,
         max_request_rows=args.max_request_rows,
         allow_pickle=bool(args.allow_pickle),
@@ -294,4 +304,5 @@ def parse_settings(
         predict_in_thread={"auto": None, "on": True, "off": False}[args.predict_thread],
         log_level=args.log_level,
         drain_seconds=float(args.drain_seconds),
+        termination_log=args.termination_log,
     )

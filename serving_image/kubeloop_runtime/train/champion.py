@@ -32,7 +32,7 @@ from kubeloop_runtime.train.errors import DataError, InvalidSpecError
 
 log = logging.getLogger(__name__)
 
-ENV_CHAMPION = "KUBELOOP_CHAMPION"
+ENV_CHAMPION = api.ENV_CHAMPION
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,10 @@ from kubeloop_runtime.train.spec import parse_spec
 
 log = logging.getLogger("kubeloop_runtime.train")
 
-ENV_SPEC = "KUBELOOP_TRAINING_SPEC"
-ENV_OUTPUT = "KUBELOOP_OUTPUT"
-ENV_ARTIFACT_ROOT = "KUBELOOP_ARTIFACT_ROOT"
-ENV_DATA_ROOT = "KUBELOOP_DATA_ROOT"
+ENV_SPEC = api.ENV_TRAINING_SPEC
+ENV_OUTPUT = api.ENV_OUTPUT
+ENV_ARTIFACT_ROOT = api.ENV_ARTIFACT_ROOT
+ENV_DATA_ROOT = api.ENV_DATA_ROOT
 RESULT_FILE = "result.json"
 
 
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             api.EXIT_OK
             if result.succeeded
             else api.EXIT_GATE_FAILED
-            if result.reason == "QualityGateFailed"
+            if result.reason == api.REASON_QUALITY_GATE_FAILED
             else api.EXIT_UNEXPECTED
         )
 

@@ -122,8 +122,9 @@ def _load_object(uri: str, fmt: str | None) -> Loaded:
             if not objects:
                 raise StorageAccessError(
                     field,
-                    "NoSuchKey",
-                    f"no {' or '.join(wanted)} objects under {uri}",
+                    storage.StorageError(
+                        f"no {' or '.join(wanted)} objects under {uri}", "NoSuchKey"
+                    ),
                 )
         else:
             objects = [storage.ObjectInfo(uri=uri, size=0, etag="")]
@@ -140,7 +141,7 @@ def _load_object(uri: str, fmt: str | None) -> Loaded:
                 digests.append(sha)
                 local.unlink()
     except storage.StorageError as e:
-        raise StorageAccessError(field, e.cause, str(e)) from e
+        raise StorageAccessError(field, e) from e
     if len(frames) == 1:
         return Loaded(frame=frames[0], sha256=digests[0], source=uri)
     columns = [list(f.columns) for f in frames]

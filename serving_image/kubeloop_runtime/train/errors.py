@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from kubeloop_runtime import api
+from kubeloop_runtime import api, storage
+
+# Where a run's object-store credentials come from (named when access is denied).
+CREDENTIALS_FIELD = "spec.storage.secretName"
 
 
 class TrainError(Exception):
@@ -26,17 +29,6 @@ class DataError(TrainError):
     exit_code = api.EXIT_INVALID
 
 
-# The reason of each object-store failure (the cause is in the message too).
-STORAGE_REASONS = {
-    "NoSuchBucket": "BucketNotFound",
-    "NoSuchKey": "ObjectNotFound",
-    "AccessDenied": "StorageAccessDenied",
-    "Unreachable": "StorageUnreachable",
-    "InvalidURI": "InvalidSpec",
-    "Error": "StorageError",
-}
-
-
 class StorageAccessError(TrainError):
     """An object store refused a read or write; ``field`` names the spec field it serves.
 
@@ -44,11 +36,11 @@ class StorageAccessError(TrainError):
     (retrying cannot fix them); an unreachable endpoint or another error may be retried.
     """
 
-    def __init__(self, field: str, cause: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.reason = STORAGE_REASONS.get(cause, "StorageError")
+    def __init__(self, field: str, error: storage.StorageError) -> None:
+        super().__init__(error.for_field(field, credentials=CREDENTIALS_FIELD))
+        self.reason = error.reason
         self.exit_code = (
-            api.EXIT_UNEXPECTED if cause in ("Unreachable", "Error") else api.EXIT_INVALID
+            api.EXIT_UNEXPECTED if error.cause in ("Unreachable", "Error") else api.EXIT_INVALID
         )
 
 

@@ -38,7 +38,7 @@ class Output:
             try:
                 self.store.probe()
             except storage.StorageError as e:
-                raise StorageAccessError(OUTPUT_FIELD, e.cause, str(e)) from e
+                raise StorageAccessError(OUTPUT_FIELD, e) from e
 
     def publish(self, name: str) -> tuple[str, str, int]:
         """Store the file written as ``directory/name``: (uri, sha256, size)."""
@@ -47,4 +47,4 @@ class Output:
         try:
             return self.store.put(local, name), digest, size
         except storage.StorageError as e:
-            raise StorageAccessError(OUTPUT_FIELD, e.cause, str(e)) from e
+            raise StorageAccessError(OUTPUT_FIELD, e) from e

@@ -288,7 +288,7 @@ def train(
         log.info("Trained %s, which failed its quality gate: %s", spec.model, gate.message)
         return api.TrainingResult(
             succeeded=False,
-            reason="QualityGateFailed",
+            reason=api.REASON_QUALITY_GATE_FAILED,
             message=f"quality gate failed: {gate.message}"[:1024],
             artifact=api.ArtifactRef(**ref),
             **common,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENV_REFERENCE = "KUBELOOP_VALIDATION_REFERENCE"
+ENV_REFERENCE = api.ENV_VALIDATION_REFERENCE
 
 
 def reference_statistics(version: Champion, artifact_root: Path | None) -> drift.ReferenceStats:
