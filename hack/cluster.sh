@@ -9,6 +9,9 @@
 #   hack/cluster.sh down    stop it and delete its data
 #   hack/cluster.sh status  exit 0 when it answers
 #   hack/cluster.sh env     print the exports that point kubectl at it
+#   hack/cluster.sh stop-component NAME [SIGNAL]   kill one component (etcd, kube-apiserver, ...;
+#                                                  SIGNAL: TERM, the default, or KILL)
+#   hack/cluster.sh start-component NAME           start it again with the same command line
 #
 # The kubeconfig is written to ${KUBELOOP_CLUSTER_DIR:-<repo>/.cluster}/kubeconfig.
 set -euo pipefail
@@ -112,10 +115,18 @@ componentsPatches:
         value: InternalIP
       - key: enable-admission-plugins
         value: PodNodeSelector,PodTolerationRestriction
+  # One replica of each: a leader election would make them exit whenever the API server is
+  # away for longer than the renew deadline (10 s), and nothing here restarts them.
   - name: kube-controller-manager
     extraArgs:
       - key: service-cluster-ip-range
         value: ${SERVICE_CIDR}
+      - key: leader-elect
+        value: "false"
+  - name: kube-scheduler
+    extraArgs:
+      - key: leader-elect
+        value: "false"
   # kwokctl's binary runtime always passes --manage-all-nodes=true, which would take over the
   # real node: kwok manages the annotated fake node only.
   - name: kwok-controller
@@ -135,6 +146,61 @@ down() {
   log "Stopped control plane ${name}."
 }
 
+# Restarting one component for real (tests/integration/test_control_plane_restarts.py):
+# kwokctl's binary runtime forks each component with setsid from its cluster directory, its
+# output appended to logs/<binary>.log and its pid in pids/<binary>.pid, and has no command to
+# restart one. stop-component keeps the process's own command line and environment
+# (/proc/PID/cmdline, environ) beside the pid file and kills it; start-component starts the
+# same command line in the same way and writes the new pid, so `hack/cluster.sh down`
+# (kwokctl delete cluster) still stops it.
+component_dir() {
+  printf '%s/clusters/%s' "${KWOK_WORKDIR}" "${name}"
+}
+
+stop_component() {
+  local component="$1" signal="${2:-TERM}" dir pid _
+  dir="$(component_dir)"
+  [[ "${component}" =~ ^[a-z-]+$ ]] || { log "error: no component ${component}"; exit 2; }
+  [ -f "${dir}/pids/${component}.pid" ] || { log "error: ${component} of ${name} is not running"; exit 1; }
+  pid="$(cat "${dir}/pids/${component}.pid")"
+  [ -r "/proc/${pid}/cmdline" ] || { log "error: ${component} (pid ${pid}) is gone"; exit 1; }
+  cp "/proc/${pid}/cmdline" "${dir}/pids/${component}.cmdline"
+  cp "/proc/${pid}/environ" "${dir}/pids/${component}.environ"
+  kill "-${signal}" "${pid}"
+  # Gone, or a zombie that whoever adopted it has not reaped yet (it holds no port then).
+  # kube-apiserver's graceful SIGTERM shutdown waits out its watches (more than 60 s here).
+  for _ in $(seq 1 1800); do
+    [ -d "/proc/${pid}" ] || break
+    [ "$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" = "Z" ] && break
+    sleep 0.05
+  done
+  if [ -d "/proc/${pid}" ] && [ "$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" != "Z" ]; then
+    log "error: ${component} (pid ${pid}) did not stop within 90s"
+    exit 1
+  fi
+  rm -f "${dir}/pids/${component}.pid"
+  log "Stopped ${component} of ${name} (pid ${pid}, SIG${signal})."
+}
+
+start_component() {
+  local component="$1" dir pid
+  dir="$(component_dir)"
+  [[ "${component}" =~ ^[a-z-]+$ ]] || { log "error: no component ${component}"; exit 2; }
+  if [ -f "${dir}/pids/${component}.pid" ] && kill -0 "$(cat "${dir}/pids/${component}.pid")" 2>/dev/null; then
+    log "${component} of ${name} is already running."
+    return 0
+  fi
+  [ -f "${dir}/pids/${component}.cmdline" ] || { log "error: ${component} was not stopped by stop-component"; exit 1; }
+  local -a argv envv
+  mapfile -d '' argv <"${dir}/pids/${component}.cmdline"
+  mapfile -d '' envv <"${dir}/pids/${component}.environ"
+  # setsid and env exec in place: $! is the component's own pid, as kwokctl records it.
+  (cd "${dir}" && exec setsid env -i "${envv[@]}" "${argv[@]}" >>"${dir}/logs/${component}.log" 2>&1 </dev/null) &
+  pid=$!
+  printf '%s' "${pid}" >"${dir}/pids/${component}.pid"
+  log "Started ${component} of ${name} (pid ${pid})."
+}
+
 env_hint() {
   log ""
   log "Point kubectl at it with:"
@@ -147,5 +213,7 @@ case "${1:-}" in
   down) down ;;
   status) bins; answers ;;
   env) bins; env_hint ;;
-  *) log "usage: $0 up|down|status|env"; exit 2 ;;
+  stop-component) [ $# -ge 2 ] || { log "usage: $0 stop-component NAME [TERM|KILL]"; exit 2; }; stop_component "$2" "${3:-TERM}" ;;
+  start-component) [ $# -eq 2 ] || { log "usage: $0 start-component NAME"; exit 2; }; start_component "$2" ;;
+  *) log "usage: $0 up|down|status|env|stop-component NAME [SIGNAL]|start-component NAME"; exit 2 ;;
 esac

@@ -9,6 +9,9 @@
 #   hack/node.sh up      start it (or reuse a running one) and import the images; needs root
 #   hack/node.sh down    stop it; remove every pod, mount, cgroup, bridge and rule it made
 #   hack/node.sh status  exit 0 when the node is Ready
+#   hack/node.sh restart-kubelet [SECONDS]
+#                        stop the kubelet (SIGTERM), wait SECONDS (default 0), start it again
+#                        with the same flags; pods and containers keep running meanwhile
 #   hack/node.sh volume NAMESPACE CLAIM
 #                        a hostPath PersistentVolume on this node, pre-bound to that claim
 #                        (storage class kubeloop-local; the local overlay's artifact PVC)
@@ -304,6 +307,38 @@ containerd_up() {
 
 # ----------------------------------------------------------------------------------- up/down
 
+start_kubelet() {
+  start_daemon kubelet "${k8s_dir}/kubelet" \
+    --config "${node_dir}/kubelet.yaml" \
+    --kubeconfig "${kubeconfig}" \
+    --root-dir "${node_dir}/kubelet" \
+    --cert-dir "${node_dir}/kubelet/pki" \
+    --hostname-override "${NODE_NAME}" \
+    --node-ip "${NODE_IP}" \
+    --node-labels "type=real,kubeloop.io/node=real" \
+    --v 1
+}
+
+# The kubelet alone, as an upgrade or a crash of it does: containers keep running, and the
+# new kubelet adopts them (tests/integration/test_real_faults.py). The old log is kept.
+restart_kubelet() {
+  local pause="${1:-0}" _
+  [ "$(id -u)" -eq 0 ] || die "the real node needs root"
+  bins
+  alive kubelet || die "the kubelet is not running (hack/node.sh up)"
+  stop_daemon kubelet
+  cat "${logs}/kubelet.log" >>"${logs}/kubelet.previous.log"
+  sleep "${pause}"
+  start_kubelet
+  for _ in $(seq 1 120); do
+    ready && break
+    alive kubelet || die "kubelet exited; see ${logs}/kubelet.log"
+    sleep 0.5
+  done
+  ready || die "node ${NODE_NAME} did not become Ready again; see ${logs}/kubelet.log"
+  log "Restarted the kubelet of ${NODE_NAME} (stopped for ${pause}s)."
+}
+
 up() {
   need
   bins
@@ -319,17 +354,7 @@ up() {
     containerd_up
   fi
   "${here}/images.sh" all "${sock}" >&2
-  if ! alive kubelet; then
-    start_daemon kubelet "${k8s_dir}/kubelet" \
-      --config "${node_dir}/kubelet.yaml" \
-      --kubeconfig "${kubeconfig}" \
-      --root-dir "${node_dir}/kubelet" \
-      --cert-dir "${node_dir}/kubelet/pki" \
-      --hostname-override "${NODE_NAME}" \
-      --node-ip "${NODE_IP}" \
-      --node-labels "type=real,kubeloop.io/node=real" \
-      --v 1
-  fi
+  alive kubelet || start_kubelet
   if ! alive kube-proxy; then
     start_daemon kube-proxy "${k8s_dir}/kube-proxy" --config "${node_dir}/kube-proxy.yaml" --v 1
   fi
@@ -441,5 +466,6 @@ case "${1:-}" in
   volume) [ $# -eq 3 ] || { log "usage: $0 volume NAMESPACE CLAIM"; exit 2; }; volume "$2" "$3" ;;
   down) down ;;
   status) bins; alive kubelet && ready ;;
-  *) log "usage: $0 up|down|status"; exit 2 ;;
+  restart-kubelet) [ $# -le 2 ] || { log "usage: $0 restart-kubelet [SECONDS]"; exit 2; }; restart_kubelet "${2:-0}" ;;
+  *) log "usage: $0 up|down|status|volume|restart-kubelet"; exit 2 ;;
 esac

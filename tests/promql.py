@@ -35,6 +35,9 @@ OPERATOR_METRICS = frozenset(
         "kubeloop_cache_objects",
         "rest_client_requests_total",
         "leader_election_master_status",
+        "rest_client_request_retries_total",
+        "kubeloop_watch_relists_total",
+        "kubeloop_reconcile_failures_total",
     }
 )
 SERVING_METRICS = frozenset(

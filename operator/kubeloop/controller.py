@@ -137,7 +137,8 @@ class Controller:
                         self.process(key)
                     finally:
                         self._set_active(-1)
-                # else: leadership was lost; the process is ending (see kubeloop.leader).
+                # else: not the leader (lost the Lease): the key is dropped, and the next
+                # term enqueues every object again (Manager._start_leading).
             finally:
                 self.queue.done(key)
 

@@ -9,9 +9,13 @@ guarded by the Lease's resourceVersion, so two replicas can never both succeed.
 The leader's writes to everything else pass :meth:`Elector.is_leader`, which is true only
 while the last successful renewal is younger than ``renew_deadline`` (shorter than
 ``lease_duration``): a leader cut off from the API server stops writing before anyone can
-take over, so there are no double writes. Losing the Lease ends the process (the Deployment
-starts it again, as a follower), like controller-runtime's manager. On a clean shutdown the
-leader releases the Lease so that the other replica takes over within ``retry_period``.
+take over, so there are no double writes. A leader that loses the Lease (it could not renew
+in time, or another replica holds it now) steps down and campaigns again as a follower, with
+its caches warm: an API server restarted for longer than ``renew_deadline`` costs no process
+restart (controller-runtime's manager exits instead; here every write is guarded and every
+reconcile level-based, so nothing held in memory depends on having led without a gap). On a
+clean shutdown the leader releases the Lease so that the other replica takes over within
+``retry_period``.
 """
 
 from __future__ import annotations
@@ -111,11 +115,14 @@ class Elector:
                 logger.info("Became the leader (Lease %s/%s)", self.namespace, self.name)
                 self._on_started()
             elif self._leading and not self.is_leader():
-                logger.error("Lost the leader Lease %s/%s", self.namespace, self.name)
+                logger.error(
+                    "Lost the leader Lease %s/%s; following until it can lead again",
+                    self.namespace,
+                    self.name,
+                )
                 with self._lock:
                     self._leading = False
                 self._on_stopped()
-                return
             self._stop.wait(self.retry_period)
 
     def _get(self) -> Obj | None:

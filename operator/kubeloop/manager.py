@@ -17,9 +17,7 @@ Like controller-runtime's manager, it owns:
 from __future__ import annotations
 
 import logging
-import os
 import random
-import signal
 import socket
 import threading
 import uuid
@@ -304,22 +302,27 @@ class Manager:
             threading.Thread(target=self._start_leading, name="start", daemon=True).start()
 
     def _start_leading(self) -> None:
-        if not self.caches.wait_synced(timeout=300):
-            logger.warning("Caches not synced after 300s; starting anyway")
-        logger.info("Caches synced: %s", self.caches.sizes())
+        if not self._running:
+            if not self.caches.wait_synced(timeout=300):
+                logger.warning("Caches not synced after 300s; starting anyway")
+            logger.info("Caches synced: %s", self.caches.sizes())
         # Without leader election the one replica acts as the leader: the gauge says so too,
         # so "exactly one leader" holds for every install.
         self.metrics.leader.labels(self.settings.lease_name).set(1)
-        for c in self.controllers.values():
-            c.start()
-        self._running = True
+        if not self._running:
+            for c in self.controllers.values():
+                c.start()
+            self._running = True
+            threading.Thread(target=self._resync_loop, name="resync", daemon=True).start()
+        # Every object once: while following, the workers dropped their keys (and delayed
+        # ones, such as polls), which the new term must look at again.
         self.resync(spread=0.0)
-        threading.Thread(target=self._resync_loop, name="resync", daemon=True).start()
 
     def _stop_leading(self) -> None:
+        """Lost the Lease: the workers stop taking keys (``is_leader`` is false) and every
+        write is refused, while the caches stay warm for the next term."""
         self.metrics.leader.labels(self.settings.lease_name).set(0)
-        logger.error("Lost leadership; exiting so that a follower takes over")
-        os.kill(os.getpid(), signal.SIGTERM)
+        logger.error("Lost leadership; following until the Lease can be held again")
 
     def resync(self, spread: float) -> None:
         """Enqueue every cached Kubeloop object once, over ``spread`` seconds."""

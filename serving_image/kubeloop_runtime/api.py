@@ -65,6 +65,14 @@ COND_SUCCEEDED = "Succeeded"
 
 # The artifact volume is mounted here in training and serving pods.
 ARTIFACT_MOUNT_PATH = "/var/lib/kubeloop/artifacts"
+
+# A predictor pod's shutdown (kubeloop_runtime.serve.server): on SIGTERM kubeloop-serve keeps
+# answering for SERVE_DRAIN_SECONDS with readiness at 503 (Services drop the pod meanwhile),
+# then finishes requests in flight for up to SERVE_GRACEFUL_SECONDS; the pod's
+# terminationGracePeriodSeconds covers both.
+SERVE_DRAIN_SECONDS = 5
+SERVE_GRACEFUL_SECONDS = 30
+SERVE_TERMINATION_GRACE_SECONDS = SERVE_DRAIN_SECONDS + SERVE_GRACEFUL_SECONDS + 5
 # ConfigMap and PVC dataset sources are mounted under this directory in training pods.
 DATA_MOUNT_PATH = "/var/lib/kubeloop/data"
 

@@ -12,11 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import yaml
 from kubernetes import client, config
@@ -51,6 +52,42 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}") from last_exc
+
+
+class Sampler:
+    """Calls :meth:`sample` every ``interval`` seconds in a thread, from ``with`` to its end:
+    the base of the fault tests' watchdogs (what must hold at every moment)."""
+
+    interval = 0.5
+
+    def __init__(self) -> None:
+        self.violations: list[str] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+                self.samples += 1
+            except Exception as e:  # the test's own reads are not under test
+                self.failed(e)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def failed(self, e: Exception) -> None:
+        """A sample could not be taken; a violation unless a subclass knows better."""
+        self.violations.append(f"{type(self).__name__}: {e!r}")
 
 
 def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, watch
 
 from kubeloop_runtime import api
@@ -82,6 +83,9 @@ class ProcessKubelet:
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     errors: list[str] = field(default_factory=list)
+    # Rounds cut short by the API server being away (restarted, starting): a kubelet keeps
+    # syncing through those, so they are no harness error.
+    outages: int = 0
 
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api_client)
@@ -129,7 +133,10 @@ class ProcessKubelet:
                     self._handle(pod)
             except Exception as e:  # keep the harness alive; tests see self.errors
                 if not self._stop.is_set():
-                    self.errors.append(f"{type(e).__name__}: {e}")
+                    if _api_away(e):
+                        self.outages += 1
+                    else:
+                        self.errors.append(f"{type(e).__name__}: {e}")
                     self._stop.wait(0.5)
 
     def _watch(self) -> Iterator[dict[str, Any]]:
@@ -325,7 +332,17 @@ class ProcessKubelet:
                 ],
             }
         }
-        self.core.patch_namespaced_pod_status(meta["name"], self.namespace, patch)
+        # As a kubelet does, the status is sent until it lands, through API server restarts.
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                self.core.patch_namespaced_pod_status(meta["name"], self.namespace, patch)
+                return
+            except Exception as e:
+                if not _api_away(e) or time.monotonic() > deadline or self._stop.is_set():
+                    raise
+                self.outages += 1
+                time.sleep(0.5)
 
     # ------------------------------------------------------------------ predictor pods
 
@@ -442,10 +459,17 @@ class ProcessKubelet:
 
     @staticmethod
     def _terminate(proc: subprocess.Popen[bytes]) -> None:
+        # A predictor's kubeloop-serve drains for some seconds on SIGTERM (serve/server.py).
+        # kwok hands a deleted pod's IP to the next pod at once, and there is no kube-proxy
+        # here to drain from, so the second SIGTERM, which skips the drain, follows shortly.
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
+                try:
+                    proc.wait(timeout=0.3)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -464,6 +488,13 @@ class ProcessKubelet:
     def running_servers(self) -> list[ServerProcess]:
         with self._lock:
             return list(self.servers.values())
+
+
+def _api_away(e: BaseException) -> bool:
+    """The API server did not answer (connection refused or reset, restarting: 5xx)."""
+    if isinstance(e, client.ApiException):
+        return e.status in (0, 500, 502, 503, 504)
+    return isinstance(e, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
 
 
 def _answers_ready(url: str) -> bool:

@@ -20,6 +20,7 @@ import random
 import re
 import threading
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ import pytest
 from kubeloop.kube import Kube
 from kubeloop_runtime import api
 from tests.integration.faultproxy import FaultProxy, Faults
-from tests.integration.harness import OperatorProcess
-from tests.integration.test_loop import CANARY, STABLE, World, retraining_policy
+from tests.integration.harness import OperatorProcess, Sampler
+from tests.integration.test_loop import CANARY, ISVC, STABLE, World, retraining_policy, rows
 
 SEED = int(os.environ.get("KUBELOOP_FAULT_SEED", "18"))
 
@@ -64,46 +65,35 @@ def end_state(w: World) -> dict[str, Any]:
     }
 
 
-class Watchdog:
+class Watchdog(Sampler):
     """Samples invariants that must hold at every moment while the loop runs."""
 
     def __init__(self, w: World) -> None:
+        super().__init__()
         self.w = w
-        self.violations: list[str] = []
         self.max_canaries = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Watchdog:
-        self._thread.start()
-        return self
+    def sample(self) -> None:
+        deps = self.w.deployments()
+        canaries = [d for d in deps if d == CANARY]
+        self.max_canaries = max(self.max_canaries, len(canaries))
+        unknown = [d for d in deps if d not in (STABLE, CANARY)]
+        if unknown:
+            self.violations.append(f"unexpected Deployments {unknown}")
+        holders = [
+            m["metadata"]["name"]
+            for m in self.w.kube.list(api.API_VERSION, "ModelVersion", self.w.ns)
+            if "production" in ((m.get("status") or {}).get("aliases") or [])
+        ]
+        if len(holders) > 1:
+            self.violations.append(f"production held by {holders}")
+        for j, n in jobs_per_trainingjob(self.w).items():
+            if n > 1:
+                self.violations.append(f"{n} Jobs for TrainingJob {j}")
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            try:
-                deps = self.w.deployments()
-                canaries = [d for d in deps if d == CANARY]
-                self.max_canaries = max(self.max_canaries, len(canaries))
-                unknown = [d for d in deps if d not in (STABLE, CANARY)]
-                if unknown:
-                    self.violations.append(f"unexpected Deployments {unknown}")
-                holders = [
-                    m["metadata"]["name"]
-                    for m in self.w.kube.list(api.API_VERSION, "ModelVersion", self.w.ns)
-                    if "production" in ((m.get("status") or {}).get("aliases") or [])
-                ]
-                if len(holders) > 1:
-                    self.violations.append(f"production held by {holders}")
-                for j, n in jobs_per_trainingjob(self.w).items():
-                    if n > 1:
-                        self.violations.append(f"{n} Jobs for TrainingJob {j}")
-            except Exception as e:  # the test's own reads are not under test
-                if "Connection" not in str(e):
-                    self.violations.append(f"watchdog: {e}")
+    def failed(self, e: Exception) -> None:
+        if "Connection" not in str(e):
+            self.violations.append(f"watchdog: {e}")
 
 
 def jobs_per_trainingjob(w: World) -> dict[str, int]:
@@ -224,14 +214,19 @@ def test_the_loop_converges_through_injected_api_errors(
 KILLS = 20
 
 
+def spread_gaps(rng: random.Random, count: int, spread: float, jitter: float) -> list[float]:
+    """``count`` seeded gaps that add up to ``spread`` seconds, each within (1 +- jitter)
+    times the mean before scaling: fault moments spread across a run."""
+    gaps = [rng.uniform(1 - jitter, 1 + jitter) for _ in range(count)]
+    scale = spread / sum(gaps)
+    return [round(g * scale, 2) for g in gaps]
+
+
 class Killer:
     """SIGKILLs the operator at seeded moments and starts it again at once."""
 
     def __init__(self, op: OperatorProcess, seed: int, kills: int, spread: float) -> None:
-        rng = random.Random(seed)
-        gaps = [rng.uniform(0.3, 1.7) for _ in range(kills)]
-        scale = spread / sum(gaps)
-        self.moments = [round(g * scale, 2) for g in gaps]
+        self.moments = spread_gaps(random.Random(seed), kills, spread, 0.7)
         self.op = op
         self.done: list[float] = []
         self._stop = threading.Event()
@@ -283,3 +278,120 @@ def test_the_loop_survives_the_operator_killed_at_20_random_moments(
     assert dog.violations == [], dog.violations
     assert dog.max_canaries <= 1
     w.wait(lambda: end_state(w) == END_STATE, "the undisturbed run's end state", timeout=60)
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+def fixed_batch_copy(w: World, root: Path, mv: dict[str, Any], name: str) -> dict[str, Any]:
+    """A ModelVersion ``name`` whose ONNX graph was exported with a fixed batch of one row: a
+    converter's mistake that passes a one-row check and answers every longer request with
+    ONNX Runtime's INVALID_ARGUMENT, a 500 (a bug of the model, not of the input)."""
+    import copy
+    import shutil
+
+    import onnx
+
+    from kubeloop_runtime import artifacts
+
+    spec = copy.deepcopy(mv["spec"])
+    art = spec["artifact"]
+    src = artifacts.resolve(art["uri"], artifact_root=root).parent
+    dst = src.with_name(f"{src.name}-fixed-batch")
+    shutil.copytree(src, dst)
+    graph_path = artifacts.resolve(art["onnxUri"], artifact_root=root)
+    graph = onnx.load(dst / graph_path.name)
+    for i in graph.graph.input:
+        d = i.type.tensor_type.shape.dim[0]
+        d.ClearField("dim_param")
+        d.dim_value = 1
+    onnx.save(graph, dst / graph_path.name)
+    for key in ("uri", "onnxUri"):
+        art[key] = art[key].replace(f"/{src.name}/", f"/{dst.name}/")
+    art["onnxSha256"] = artifacts.sha256_file(dst / graph_path.name)
+    spec["version"] = int(name.rsplit("-v", 1)[1])
+    spec["aliases"] = []
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": "ModelVersion",
+        "metadata": {"name": name, "namespace": w.ns},
+        "spec": spec,
+    }
+
+
+def status_of(w: World, ip: str, instances: list[list[float]]) -> int:
+    try:
+        w.predict(ip, instances)
+    except urllib.error.HTTPError as e:
+        return e.code
+    return 200
+
+
+def test_a_canary_that_errors_on_some_inputs_is_rolled_back_by_its_analysis(
+    kube: Kube,
+    namespace: str,
+    artifacts_pvc: str,
+    kubelet: Any,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """v2 answers one-row requests and fails (500) every request of more rows: the analysis
+    of its canary counts the 5xx, rolls it back, and v1 keeps serving those inputs."""
+    w = World(kube, namespace, kubelet, operator)
+    kube.create(
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "TrainingJob",
+            "metadata": {"name": "iris-train", "namespace": namespace},
+            "spec": {
+                "model": "iris",
+                "dataset": {"builtin": "iris"},
+                "estimator": {"type": "LogisticRegression", "hyperparameters": {"max_iter": 500}},
+                "artifact": {"onnx": True},
+            },
+        }
+    )
+    v1 = w.wait(lambda: w._ready_mv("iris-v1"), "iris-v1 trained with its ONNX graph")
+    assert v1["spec"]["artifact"].get("onnxUri"), v1["spec"]["artifact"]
+    kube.create(fixed_batch_copy(w, tmp_path / "artifacts", v1, "iris-v2"))
+    w.wait(lambda: w._ready_mv("iris-v2"), "iris-v2 registered and Ready")
+    kube.create(
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "InferenceService",
+            "metadata": {"name": ISVC, "namespace": namespace},
+            "spec": {
+                "model": {"modelVersion": "iris-v1"},
+                "replicas": 1,
+                "canary": {
+                    "modelVersion": "iris-v2",
+                    "trafficPercent": 50,
+                    "analysis": {"windowSeconds": 10, "minRequests": 10, "maxErrorRate": 0.05},
+                },
+            },
+        }
+    )
+    (canary,) = w.wait(lambda: w.pod_ips("canary", "iris-v2"), "the canary server")
+    (stable,) = w.wait(lambda: w.pod_ips("stable", "iris-v1"), "the stable server")
+    one, three = rows()[:1], rows()[:3]
+    assert status_of(w, canary, one) == 200  # the canary's one-row self-check passes
+
+    codes: dict[int, int] = {}
+
+    def rolled_back() -> bool:
+        for batch in (one, three, one):  # a third of the canary's requests fail
+            code = status_of(w, canary, batch) if w.pod_ips("canary") else 0
+            codes[code] = codes.get(code, 0) + 1
+        return w.condition("CanaryAnalysis").get("reason") == "RolledBack"
+
+    w.wait(rolled_back, "the canary's analysis to roll it back")
+    print(f"canary answers by status code: {codes}; {w.condition('CanaryAnalysis')}")
+    assert codes.get(500, 0) >= 1 and codes.get(200, 0) >= 1, codes
+    c = w.condition("CanaryAnalysis")
+    assert c["status"] == "False" and "error rate" in c["message"], c
+    w.wait(lambda: w.deployments() == [STABLE], "the canary Deployment to go")
+    assert "canary" not in w.isvc()["spec"], w.isvc()["spec"]
+    assert w.status()["servingVersion"] == "iris-v1"
+    assert status_of(w, stable, three) == 200  # v1 serves the inputs v2 failed on
+    labels = f'inferenceservice="{ISVC}",namespace="{namespace}"'
+    assert f'kubeloop_rollbacks_total{{{labels},reason="analysis"}} 1.0' in operator.metrics()

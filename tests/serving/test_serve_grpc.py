@@ -287,3 +287,33 @@ def test_sigterm_drains_in_flight_grpc_calls(tmp_path: Any) -> None:
     assert any(at > signalled for at, _ in results), "no call was in flight at SIGTERM"
     assert saw_not_serving or late_error is not None
     assert late_error is not None and late_error.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_drain_before_a_shutdown_covers_grpc(built: BuiltModel) -> None:
+    """With --drain-seconds, after SIGTERM the gRPC side says not ready (ServerReady false,
+    health NOT_SERVING) and still answers ModelInfer until the drain is over, as HTTP does."""
+    drain = 2.0
+    p = Process(["--model-version", str(built.manifest), "--drain-seconds", str(drain)])
+    p.wait_ready()
+    req = _matrix(built.x_test[:2], raw=False)
+    req.model_name = built.spec.model
+    with grpc.insecure_channel(p.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+        p.proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        time.sleep(0.3)
+        assert not stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+        status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        answered = 0
+        while time.monotonic() - sent < drain - 0.5:
+            resp = stub.ModelInfer(req, timeout=5)
+            assert len(_outputs(resp)["predict"]) == 2
+            answered += 1
+        assert answered > 0
+    p.proc.wait(timeout=drain + 20)
+    _, err = p.proc.communicate()
+    assert p.proc.returncode == 0, err.decode()[-2000:]
+    assert time.monotonic() - sent >= drain

@@ -164,6 +164,33 @@ def test_sigterm_drains_and_exits_cleanly(built: BuiltModel) -> None:
     assert p.stop()
 
 
+def test_sigterm_drains_not_ready_then_shuts_down(built: BuiltModel) -> None:
+    """With --drain-seconds the server answers predictions after SIGTERM while readiness
+    says 503 (Services drop the pod meanwhile), then exits 0 once the drain is over."""
+    drain = 2.0
+    p = Process(["--model-version", str(built.manifest), "--drain-seconds", str(drain)])
+    p.wait_ready()
+    body = {"instances": built.x_test[:2].tolist()}
+    name = built.spec.model
+    p.proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    time.sleep(0.3)
+    ready = httpx.get(f"{p.base}/v2/health/ready", timeout=5)
+    assert ready.status_code == 503, ready.text
+    answered = 0
+    while time.monotonic() - sent < drain - 0.5:
+        r = httpx.post(f"{p.base}/v1/models/{name}:predict", json=body, timeout=5)
+        assert r.status_code == 200, r.text
+        answered += 1
+    assert answered > 0
+    p.proc.wait(timeout=drain + 20)
+    took = time.monotonic() - sent
+    _, err = p.proc.communicate()
+    assert p.proc.returncode == 0, err.decode()[-2000:]
+    assert took >= drain, took
+    assert b"Received SIGTERM" in err and b"Application shutdown complete" in err
+
+
 def _refused(args: list[str]) -> str:
     p = Process(args)
     try:

@@ -97,7 +97,7 @@ def test_container_contract() -> None:
     dep = deployment(isvc_spec(maxBatchSize=16, maxBatchDelayMs=2.5))
     c = container(dep)
     assert c["command"] == ["kubeloop-serve"]
-    assert c["args"] == ["--port", "8080", "--grpc-port", "8081"]
+    assert c["args"] == ["--port", "8080", "--grpc-port", "8081", "--drain-seconds", "5"]
     assert c["image"] == "kubeloop/runtime:1.2.3"
     assert c["ports"] == [
         {"name": "http", "containerPort": 8080, "protocol": "TCP"},
@@ -121,12 +121,22 @@ def test_container_contract() -> None:
 
 def test_grpc_port_reaches_the_container_and_kubeloop_serve() -> None:
     c = container(deployment(isvc_spec(grpcPort=9001)))
-    assert c["args"] == ["--port", "8080", "--grpc-port", "9001"]
+    assert c["args"][:4] == ["--port", "8080", "--grpc-port", "9001"]
     assert {"name": "grpc", "containerPort": 9001, "protocol": "TCP"} in c["ports"]
     s = parse_settings(c["args"], env(deployment()))
     assert (s.port, s.grpc_port) == (8080, 9001)
     with pytest.raises(ValueError, match=r"spec\.grpcPort: 8080 is the predictor.s HTTP port"):
         isvc_spec(grpcPort=8080)
+
+
+def test_the_pod_waits_for_the_drain_and_the_graceful_shutdown() -> None:
+    """SIGTERM: kubeloop-serve answers for the drain (readiness 503), then finishes what is
+    in flight; the kubelet must not SIGKILL it before both are over."""
+    dep = deployment()
+    pod = dep["spec"]["template"]["spec"]
+    s = parse_settings(container(dep)["args"], env(dep))
+    assert s.drain_seconds == api.SERVE_DRAIN_SECONDS > 0
+    assert pod["terminationGracePeriodSeconds"] > s.drain_seconds + api.SERVE_GRACEFUL_SECONDS
 
 
 def test_serving_env_is_what_kubeloop_serve_parses() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import pytest
@@ -230,6 +231,7 @@ class LeaseServer:
     def __init__(self) -> None:
         self.lease: dict[str, Any] | None = None
         self.rv = 0
+        self.away = False  # the API server does not answer (restarting)
 
     def kube(self) -> Kube:
         server = self
@@ -239,6 +241,8 @@ class LeaseServer:
                 super().__init__(api_client=None)  # type: ignore[arg-type]
 
             def get(self, *_: Any) -> dict[str, Any] | None:
+                if server.away:
+                    raise ConnectionRefusedError("the API server is restarting")
                 return copy.deepcopy(server.lease)
 
             def create(self, o: dict[str, Any]) -> dict[str, Any] | None:
@@ -325,3 +329,40 @@ def test_a_released_lease_is_taken_at_once() -> None:
     assert not b.try_acquire_or_renew()
     a._release()
     assert b.try_acquire_or_renew()
+
+
+def test_a_leader_cut_off_past_its_deadline_steps_down_and_leads_again() -> None:
+    """An API server away for longer than the renew deadline: the leader stops writing and
+    follows, then holds the Lease again when the server is back; the process goes on."""
+    server = LeaseServer()
+    started: list[float] = []
+    stopped: list[float] = []
+    e = Elector(
+        server.kube(),
+        namespace="kubeloop-system",
+        name="kubeloop",
+        identity="a",
+        lease_duration=0.6,
+        renew_deadline=0.3,
+        retry_period=0.05,
+        on_started_leading=lambda: started.append(time.monotonic()),
+        on_stopped_leading=lambda: stopped.append(time.monotonic()),
+    )
+    e.start()
+    try:
+        _until(lambda: len(started) == 1 and e.is_leader())
+        server.away = True
+        _until(lambda: len(stopped) == 1)
+        assert not e.is_leader()
+        server.away = False
+        _until(lambda: len(started) == 2 and e.is_leader())
+        assert server.lease is not None and server.lease["spec"]["holderIdentity"] == "a"
+    finally:
+        e.stop()
+
+
+def _until(fn: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not fn():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -129,3 +129,27 @@ def test_objects_rejects_an_unknown_kind() -> None:
     metrics = m.create_metrics()
     with pytest.raises(ValueError, match="Deployment"):
         metrics.object_states.observe("Deployment", "ml", "x", "True")
+
+
+def test_fault_series_the_dashboard_reads_exist_at_zero() -> None:
+    """The operator dashboard's API-fault panels read series that exist before any fault:
+    429 retries per method, and (through the failure recorders) APIServerUnreachable."""
+    from kubeloop.handlers._failures import API_UNREACHABLE, FailureRecorder
+
+    metrics = m.create_metrics()
+    faults = m.create_fault_metrics(metrics.registry)
+    FailureRecorder(
+        None,  # type: ignore[arg-type]  # never writes here
+        api_version="kubeloop.io/v1alpha1",
+        kind="TrainingJob",
+        condition="Reconciled",
+        primary="Succeeded",
+        primary_status="Unknown",
+        failures_total=faults.reconcile_failures_total,
+    )
+    get = metrics.registry.get_sample_value
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        labels = {"method": method, "code": "429"}
+        assert get("rest_client_request_retries_total", labels) == 0.0
+    labels = {"kind": "TrainingJob", "reason": API_UNREACHABLE}
+    assert get("kubeloop_reconcile_failures_total", labels) == 0.0

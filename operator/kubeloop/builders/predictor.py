@@ -276,7 +276,14 @@ def predictor_container(
         "image": spec.image or settings.runtime_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["kubeloop-serve"],
-        "args": ["--port", str(HTTP_PORT), "--grpc-port", str(spec.grpc_port)],
+        "args": [
+            "--port",
+            str(HTTP_PORT),
+            "--grpc-port",
+            str(spec.grpc_port),
+            "--drain-seconds",
+            str(api.SERVE_DRAIN_SECONDS),
+        ],
         "env": env,
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
@@ -360,6 +367,8 @@ def build_deployment(
                 "annotations": dict(sorted(SCRAPE_ANNOTATIONS.items())),
             },
             "spec": {
+                # kubeloop-serve drains before it stops (kubeloop_runtime.serve.server).
+                "terminationGracePeriodSeconds": api.SERVE_TERMINATION_GRACE_SECONDS,
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
                 "securityContext": pod_security_context(),

@@ -165,6 +165,10 @@ class FailureRecorder:
         self._primary_status = primary_status
         self._lock = lock
         self._failures_total = failures_total
+        if failures_total is not None:
+            # At 0 from the start for the failure every install can meet, so that rate()
+            # sees the first one (the other reasons appear when they happen).
+            failures_total.labels(kind, API_UNREACHABLE)
 
     def failed(self, namespace: str, name: str, exc: BaseException) -> None:
         failure = describe(exc)

@@ -155,9 +155,8 @@ class App:
             await _send_json(send, 200, self.dp.metadata_v2())
         elif action == "ready":
             self._allow(method, ("GET",), path)
-            await _send_json(
-                send, 200 if self.dp.ready else 503, {"name": self.name, "ready": self.dp.ready}
-            )
+            ready = self.dp.accepting
+            await _send_json(send, 200 if ready else 503, {"name": self.name, "ready": ready})
         elif action == "infer":
             self._allow(method, ("POST",), path)
             await self._infer("v2", scope, receive, send)
@@ -314,7 +313,7 @@ class App:
         await _send_json(send, 200, {"live": True})
 
     async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ready = self.dp.ready
+        ready = self.dp.accepting
         await _send_json(send, 200 if ready else 503, {"ready": ready})
 
     async def _server_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,9 +4,11 @@ Parse settings once, verify and load the model and bind the ports (any failure, 
 in use included: a clear message on stderr and exit code 2), wire the data plane, metrics
 and monitoring, then serve HTTP with uvicorn (one worker, uvloop, httptools) and the Open
 Inference Protocol's gRPC service with grpc.aio, both in ONE event loop over ONE data plane
-(one micro-batcher: HTTP and gRPC requests share batches). SIGTERM drains both: the gRPC
-health turns NOT_SERVING and new calls are refused while HTTP stops accepting; in-flight
-requests of either protocol finish (30 s at most) before the data plane closes.
+(one micro-batcher: HTTP and gRPC requests share batches). SIGTERM keeps both serving for
+``--drain-seconds`` with readiness at 503 and the gRPC health NOT_SERVING, then drains
+them: HTTP stops accepting and new gRPC calls are refused; in-flight requests of either
+protocol finish (``api.SERVE_GRACEFUL_SECONDS`` at most) before the data plane closes
+(``kubeloop_runtime.serve.server``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from kubeloop_runtime.train.result import clip, write_termination_log
 log = logging.getLogger("kubeloop_runtime.serve")
 
 EXIT_STARTUP = 2
-GRACEFUL_SHUTDOWN_S = 30
 
 
 def build(
@@ -97,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STARTUP
     import uvicorn  # noqa: PLC0415
 
+    from kubeloop_runtime.serve.server import GRACEFUL_SECONDS, DrainingServer  # noqa: PLC0415
+
     log.info(
         "Serving %s (ModelVersion %s, version %s, runtime %s, role %s) on %s:%d",
         settings.served_name,
@@ -119,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
         server_header=False,
         log_config=None,  # uvicorn's loggers propagate to our JSON handler
     )
@@ -134,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_STARTUP
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, dataplane, settings.drain_seconds)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         return runner.run(_serve(settings, app, dataplane, server, sock))
 
@@ -147,7 +150,7 @@ async def _serve(
     if settings.grpc_port is not None:
         from kubeloop_runtime.serve.grpc_server import GrpcServer  # noqa: PLC0415
 
-        grpc_server = GrpcServer(settings, dataplane, grace_s=GRACEFUL_SHUTDOWN_S)
+        grpc_server = GrpcServer(settings, dataplane, grace_s=api.SERVE_GRACEFUL_SECONDS)
         try:
             port = await grpc_server.start()
         except OSError as e:
@@ -168,7 +171,13 @@ async def _serve(
 
 
 async def _stop_grpc_on_exit(server: Any, grpc_server: Any) -> None:
-    """Begin the gRPC drain as soon as uvicorn begins its own (it polls every 0.1 s too)."""
+    """Follow uvicorn's shutdown on the gRPC side (both poll about every 0.1 s): the gRPC
+    health turns NOT_SERVING when the drain begins (calls are still answered), and the gRPC
+    server stops accepting when uvicorn does."""
+    while server.drain_until is None and not server.should_exit:
+        await asyncio.sleep(0.05)
+    if grpc_server is not None:
+        await grpc_server.not_serving()
     while not server.should_exit:
         await asyncio.sleep(0.05)
     if grpc_server is not None:

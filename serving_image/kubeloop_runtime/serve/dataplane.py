@@ -117,6 +117,9 @@ class DataPlane:
         self.predlog = predlog
         self._new_id = request_id
         self.ready = True
+        # SIGTERM arrived: still answering, but readiness says 503 so that Services stop
+        # sending new connections here before the server stops accepting them.
+        self.draining = False
         if in_thread is None:
             # Measured (docs/serving.md): a worker thread is faster for ONNX too. While the
             # thread predicts, the event loop keeps reading requests, which then form the
@@ -216,8 +219,13 @@ class DataPlane:
             },
         }
 
+    @property
+    def accepting(self) -> bool:
+        """What readiness reports: loaded, and not draining towards a shutdown."""
+        return self.ready and not self.draining
+
     def metadata_v1(self) -> dict[str, Any]:
-        return {"name": self.name, "ready": self.ready}
+        return {"name": self.name, "ready": self.accepting}
 
     # ------------------------------------------------------------------ monitoring
     def record_feedback(self, request_id: str, labels: list[Any]) -> dict[str, Any]:

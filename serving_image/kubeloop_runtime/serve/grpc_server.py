@@ -70,7 +70,7 @@ class InferenceService:
     async def server_ready(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.dp.ready)
+        return pb.ServerReadyResponse(ready=self.dp.accepting)
 
     async def _served(
         self, name: str, version: str, context: grpc.aio.ServicerContext[Any, Any]
@@ -85,7 +85,7 @@ class InferenceService:
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelReadyResponse:
         await self._served(request.name, request.version, context)
-        return pb.ModelReadyResponse(ready=self.dp.ready)
+        return pb.ModelReadyResponse(ready=self.dp.accepting)
 
     async def server_metadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -216,6 +216,12 @@ class GrpcServer:
         self._server = server
         self.port = port
         return port
+
+    async def not_serving(self) -> None:
+        """The drain before a shutdown: health NOT_SERVING while calls are still answered."""
+        if self._health is not None:
+            for service in HEALTH_SERVICES:
+                await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def begin_stop(self) -> None:
         """Start the graceful stop (idempotent): health NOT_SERVING, refuse new calls,

@@ -11,6 +11,9 @@ Sources, highest precedence first: command-line flags, then environment variable
 - ``KUBELOOP_SERVING``: :class:`kubeloop_runtime.api.ServingConfig` as JSON (monitoring,
   batching, role, the InferenceService's name), as the operator's predictor builder
   writes it.
+- ``--drain-seconds``: on SIGTERM, how long to keep answering (readiness already 503) before
+  the graceful shutdown, so that Services stop sending new connections first (0 by hand;
+  the operator's predictor pods pass ``api.SERVE_DRAIN_SECONDS``).
 
 The environment is read by pydantic-settings (:class:`ServeEnvironment`, the variables'
 names from ``kubeloop_runtime.contracts``); flags by argparse.
@@ -45,6 +48,7 @@ DEFAULT_PORT = HTTP_PORT
 DEFAULT_GRPC_PORT = GRPC_PORT
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_REQUEST_ROWS = 10_000
+MAX_DRAIN_SECONDS = 300.0
 
 Role = Literal["stable", "canary"]
 
@@ -75,6 +79,8 @@ class ServeSettings:
     # Run model calls in a worker thread (None: the default, yes); off = on the event loop.
     predict_in_thread: bool | None = None
     log_level: str = "info"
+    # SIGTERM: keep serving this long with readiness 503, then drain in-flight requests.
+    drain_seconds: float = 0.0
     # Where a refusal to start is written for the kubelet (None: /dev/termination-log,
     # where it exists and is writable).
     termination_log: Path | None = None
@@ -192,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, keep serving this long (readiness 503) before shutting down",
+    )
+    p.add_argument(
         "--termination-log",
         type=Path,
         default=None,
@@ -292,6 +304,8 @@ def parse_settings(
         raise StartupError("--max-body-bytes must be at least 1024")
     if args.max_request_rows < 1:
         raise StartupError("--max-request-rows must be at least 1")
+    if not 0.0 <= args.drain_seconds <= MAX_DRAIN_SECONDS:
+        raise StartupError(f"--drain-seconds must be within 0..{MAX_DRAIN_SECONDS:g}")
 
     return ServeSettings(
         model_version=spec,
@@ -312,5 +326,6 @@ def parse_settings(
         use_onnx=not args.no_onnx,
         predict_in_thread={"auto": None, "on": True, "off": False}[args.predict_thread],
         log_level=args.log_level,
+        drain_seconds=float(args.drain_seconds),
         termination_log=args.termination_log,
     )
