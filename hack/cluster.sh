@@ -14,6 +14,9 @@
 #   hack/cluster.sh start-component NAME           start it again with the same command line
 #
 # The kubeconfig is written to ${KUBELOOP_CLUSTER_DIR:-<repo>/.cluster}/kubeconfig.
+# KUBELOOP_KWOK_POD_CIDR (default 127.1.0.1/16, a loopback range) is where kwok's pods get
+# their IPs: two clusters on one machine need two ranges, or their process-tier pods (the
+# test kubelet's servers on the pod IPs) collide.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,6 +29,7 @@ cache="${KUBELOOP_CACHE:-${HOME}/.cache/kubeloop}"
 cluster_dir="${KUBELOOP_CLUSTER_DIR:-${repo}/.cluster}"
 kubeconfig="${cluster_dir}/kubeconfig"
 name="${KUBELOOP_CLUSTER_NAME:-kubeloop}"
+pod_ips="${KUBELOOP_KWOK_POD_CIDR:-127.1.0.1/16}"
 export KWOK_WORKDIR="${cache}/kwok"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -52,10 +56,11 @@ up() {
     "${kwok_dir}/kwokctl" delete cluster --name "${name}" >/dev/null 2>&1 || true
     mkdir -p "${cluster_dir}"
     apiserver_config > "${cluster_dir}/kwokctl.yaml"
+    sed "s|^  cidr: .*|  cidr: ${pod_ips}|" "${here}/cluster/kwok.yaml" > "${cluster_dir}/kwok.yaml"
     "${kwok_dir}/kwokctl" create cluster \
       --name "${name}" \
       --runtime binary \
-      --config "${here}/cluster/kwok.yaml" \
+      --config "${cluster_dir}/kwok.yaml" \
       --config "${cluster_dir}/kwokctl.yaml" \
       --kube-authorization \
       --kube-admission \
